@@ -1,0 +1,141 @@
+"""Training-step throughput of every path against the bare backbone, and achieved FLOP/s.
+
+For each path: tokens/s of ``path.training_loss(...).backward()`` (noising, denoiser, loss) as a ratio
+to the bare backbone's forward + backward on the same batch (a plain cross-entropy on its logits), and
+the backbone's achieved FLOP/s (counted by ``torch.utils.flop_counter``) as a share of the measured
+fp32 (or bf16 on CUDA) matmul peak of the same machine, all in one run. Writes JSON.
+
+    python benchmarks/throughput.py [--out benchmarks/results/throughput.json] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import simplexdiff as sd
+from simplexdiff.lightning import stratified_times
+
+S_CONFIG = dict(d_model=256, n_layers=4, n_heads=4, max_len=256)  # DESIGN "S"
+
+
+def timed(fn, repeats: int, sync) -> float:
+    """Median seconds of ``fn`` after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, sync, n: int = 2048) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / timed(lambda: a @ b, 5, sync)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/throughput.json")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=27)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--paths", nargs="*", default=None, help="default: every registered path")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
+    peak = matmul_peak(device, dtype, sync)
+
+    x1 = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
+    t = stratified_times(args.batch, device=device)
+    results = []
+    for name in args.paths or sd.paths.available():
+        path = sd.paths.build(name, vocab_size=args.vocab)
+        model = sd.models.DiT(vocab_size=args.vocab, **S_CONFIG).to(device)
+        for prm in model.parameters():  # leave the identity initialisation: realistic numerics
+            torch.nn.init.normal_(prm, std=0.02)
+        with torch.no_grad():
+            inputs = path.model_input(path.prior(args.batch, args.seq, device=device))
+
+        def bare(model=model, inputs=inputs):
+            with autocast:
+                logits = model(inputs, t)
+            torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x1.flatten()).backward()
+
+        def step(model=model, path=path):
+            with autocast:
+                loss = path.training_loss(model, x1, path.training_times(t)).loss
+            loss.backward()
+
+        with FlopCounterMode(display=False) as counter:
+            bare()
+        flops = counter.get_total_flops()
+        # interleave the two measurements so drifting machine load hits both alike
+        bare_s, step_s = [], []
+        for _ in range(3):
+            bare_s.append(timed(bare, args.repeats, sync))
+            step_s.append(timed(step, args.repeats, sync))
+        bare_t, step_t = min(bare_s), min(step_s)
+        tokens = args.batch * args.seq
+        row = {
+            "path": name,
+            "bare_step_s": bare_t,
+            "train_step_s": step_t,
+            "step_over_bare": step_t / bare_t,
+            "tokens_per_s": tokens / step_t,
+            "bare_tokens_per_s": tokens / bare_t,
+            "flops_per_step": flops,
+            "achieved_flops_per_s": flops / bare_t,
+            "share_of_matmul_peak": flops / bare_t / peak,
+        }
+        results.append(row)
+        print(
+            f"{name:12s} step/bare {row['step_over_bare']:.3f}  {row['tokens_per_s']:9.0f} tok/s"
+            f"  {row['achieved_flops_per_s'] / 1e9:7.1f} GFLOP/s"
+            f"  ({100 * row['share_of_matmul_peak']:.0f}% of peak)"
+        )
+    out = {
+        "machine": {
+            "node": platform.node(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name() if cuda else None,
+            "torch": torch.__version__,
+        },
+        "config": {
+            **S_CONFIG,
+            "batch": args.batch,
+            "seq": args.seq,
+            "vocab": args.vocab,
+            "dtype": str(dtype),
+            "repeats": args.repeats,
+            "seed": args.seed,
+        },
+        "matmul_peak_flops_per_s": peak,
+        "paths": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({dtype}); wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

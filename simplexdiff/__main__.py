@@ -1,0 +1,5 @@
+import sys
+
+from simplexdiff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""Text corpora as fixed-length chunks of character ids, through the ``datasets`` library.
+
+``corpus`` is a bundled name (``text8``: the first 12M characters of text8; ``tinyshakespeare``), a
+local text file (``.txt``, ``.xz``, ``.gz``, ...; read by ``datasets``' ``text`` builder and cached as
+Arrow) or a hub dataset name / local dataset folder with a ``text`` column. One document is split by
+character position into train / validation / test with fractions ``11/12, 1/24, 1/24`` (for text8-12M
+exactly the standard split: ``[0, 11.0M)``, ``[11.0M, 11.5M)``, ``[11.5M, 12.0M)``); a dataset that
+comes with train / validation / test splits keeps them. Each split is cut into non-overlapping
+chunks of ``seq_len`` ids (the ragged tail is dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from simplexdiff.data.tokenizer import CharTokenizer
+from simplexdiff.errors import DataError
+
+CORPORA_DIR = Path(__file__).parent / "corpora"
+BUNDLED = {"text8": "text8-12M.txt.xz", "tinyshakespeare": "tinyshakespeare.txt"}
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (11 / 12, 1 / 24, 1 / 24)
+
+
+class ChunkDataset(Dataset):
+    """Rows of a ``[N, seq_len]`` id tensor."""
+
+    def __init__(self, chunks: Tensor) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.chunks[i]
+
+
+def resolve_corpus(corpus: str) -> tuple[str, str]:
+    """``(kind, location)`` with kind ``"file"`` (a local text file) or ``"dataset"`` (hub/folder)."""
+    if corpus in BUNDLED:
+        return "file", str(CORPORA_DIR / BUNDLED[corpus])
+    p = Path(corpus).expanduser()
+    if p.is_file():
+        return "file", str(p)
+    if p.is_dir():
+        return "dataset", str(p)
+    if "/" in corpus and not corpus.startswith((".", "/", "~")) and not p.suffix:
+        return "dataset", corpus  # a hub name such as "owner/name"
+    raise DataError(f"data file not found: {corpus!r} (not a bundled corpus, a file or a folder)")
+
+
+def load_split_texts(corpus: str, cache_dir: str | None = None) -> dict[str, str]:
+    """The train / validation / test texts of ``corpus`` (see the module docstring)."""
+    kind, location = resolve_corpus(corpus)
+    try:
+        if kind == "file":
+            ds = datasets.load_dataset(
+                "text", data_files={"corpus": location}, sample_by="document", cache_dir=cache_dir
+            )
+        else:
+            ds = datasets.load_dataset(location, cache_dir=cache_dir)
+    except Exception as e:  # corrupt archive, unreadable file, unknown hub name
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"could not read corpus {corpus!r}: {msg}") from None
+    for split in ds.values():
+        if "text" not in split.column_names:
+            raise DataError(
+                f"corpus {corpus!r} has no 'text' column (columns: {split.column_names})"
+            )
+    if all(s in ds for s in SPLITS):
+        return {s: "\n".join(ds[s]["text"]) for s in SPLITS}
+    text = "\n".join(t for split in ds.values() for t in split["text"])
+    if not text.strip():
+        raise DataError(f"corpus {corpus!r} is empty")
+    n = len(text)
+    cut1, cut2 = round(n * SPLIT_FRACTIONS[0]), round(n * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]))
+    return {"train": text[:cut1], "validation": text[cut1:cut2], "test": text[cut2:]}
+
+
+def make_tokenizer(name: str, train_text: str) -> CharTokenizer:
+    if name == "text8":
+        return CharTokenizer.text8()
+    if name == "char":
+        return CharTokenizer.from_text(train_text)
+    raise DataError(f"unknown tokenizer {name!r}; known: text8, char")
+
+
+class TextDataModule(L.LightningDataModule):
+    """Character-level LM data: ``TextDataModule(corpus="text8", seq_len=256, batch_size=32)``.
+
+    Batches are ``LongTensor [batch_size, seq_len]`` of clean ids. ``tokenizer`` is ``"text8"``,
+    ``"char"`` (alphabet of the training split) or ``None`` (text8 for the text8 corpus, else char).
+    Tokenized chunks are cached as ``.npy`` under ``cache_dir`` (default ``~/.cache/simplexdiff``),
+    keyed by the corpus content hash, the tokenizer and ``seq_len``.
+    """
+
+    def __init__(
+        self,
+        corpus: str = "text8",
+        seq_len: int = 256,
+        batch_size: int = 32,
+        tokenizer: str | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if seq_len < 1 or batch_size < 1:
+            raise DataError(f"seq_len and batch_size must be positive, got {seq_len}, {batch_size}")
+        resolve_corpus(corpus)  # fail early on a missing file
+        self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
+        self.tokenizer_name = tokenizer or ("text8" if corpus == "text8" else "char")
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "simplexdiff")
+        self._tokenizer: CharTokenizer | None = (
+            CharTokenizer.text8() if self.tokenizer_name == "text8" else None
+        )
+        self._chunks: dict[str, Tensor] = {}
+
+    @property
+    def tokenizer(self) -> CharTokenizer:
+        if self._tokenizer is None:
+            self.setup()
+        assert self._tokenizer is not None
+        return self._tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._chunks:
+            return
+        texts = load_split_texts(self.corpus, str(self.cache_dir / "datasets"))
+        self._tokenizer = self._tokenizer or make_tokenizer(self.tokenizer_name, texts["train"])
+        digest = hashlib.sha256(
+            "\0".join([*texts.values(), self._tokenizer.alphabet]).encode()
+        ).hexdigest()[:16]
+        for split, text in texts.items():
+            self._chunks[split] = self._cached_chunks(text, f"{digest}-{self.seq_len}-{split}")
+        if len(self._chunks["train"]) == 0:
+            raise DataError(
+                f"corpus {self.corpus!r} has fewer training characters than seq_len={self.seq_len}"
+            )
+
+    def _cached_chunks(self, text: str, key: str) -> Tensor:
+        file = self.cache_dir / "chunks" / f"{key}.npy"
+        if file.exists():
+            return torch.from_numpy(np.load(file))
+        ids = self.tokenizer_or_fail().encode(text)
+        n = len(ids) // self.seq_len
+        chunks = ids[: n * self.seq_len].reshape(n, self.seq_len).astype(np.int64)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp.npy")
+        np.save(tmp, chunks)
+        tmp.replace(file)  # atomic: a killed run never leaves a half-written cache
+        return torch.from_numpy(chunks)
+
+    def tokenizer_or_fail(self) -> CharTokenizer:
+        assert self._tokenizer is not None
+        return self._tokenizer
+
+    def split(self, name: str) -> Tensor:
+        """All chunks of a split as ``LongTensor [N, seq_len]``."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+        self.setup()
+        return self._chunks[name]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ChunkDataset(self.split(split)),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,197 @@
+"""``DiffusionLM``: one LightningModule for every path (continuous, discrete, autoregressive).
+
+The path owns the noising and the loss, the model owns the prediction, the sampler owns the loop;
+this module only wires them to Lightning: stratified times, AdamW with linear warm-up and cosine
+decay, validation metrics, checkpoints that rebuild without pickled code, and ``generate()``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path as FsPath
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from simplexdiff.data.tokenizer import CharTokenizer
+from simplexdiff.errors import CheckpointError, ConfigError
+from simplexdiff.models import MODELS
+from simplexdiff.paths import PATHS, Path
+from simplexdiff.samplers import sample
+
+CHECKPOINT_KEY = "simplexdiff"
+
+
+def stratified_times(
+    batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """Low-discrepancy uniforms on ``[0, 1)``: ``(u + i / B) mod 1`` with one shared ``u``
+    (antithetic/stratified time sampling, Kingma et al. 2021, *Variational Diffusion Models*)."""
+    u = torch.rand(1, generator=generator, device=device, dtype=torch.float64)
+    i = torch.arange(batch, device=device, dtype=torch.float64)
+    return ((u + i / batch) % 1.0).float()
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class DiffusionLM(L.LightningModule):
+    """``DiffusionLM(model=DiT(...), path=paths.build(...), lr=3e-4)``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        path: Path,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.99),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        tokenizer: CharTokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        if getattr(model, "vocab_size", path.vocab_size) != path.vocab_size:
+            raise ConfigError(
+                f"model vocab_size {model.vocab_size} != path vocab_size {path.vocab_size}"
+            )
+        if tokenizer is not None and tokenizer.vocab_size != path.vocab_size:
+            raise ConfigError(
+                f"tokenizer has {tokenizer.vocab_size} symbols but the path has "
+                f"vocab_size {path.vocab_size}"
+            )
+        self.save_hyperparameters(ignore=["model", "path", "tokenizer"])
+        self.model, self.path, self.tokenizer = model, path, tokenizer
+        self.val_loss, self.val_x1_ce = MeanMetric(), MeanMetric()
+
+    def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
+        return self.model(inputs, t)
+
+    # --- training ----------------------------------------------------------------------------
+    def _loss(self, batch: Tensor, generator: torch.Generator | None = None):
+        u = stratified_times(batch.shape[0], generator, batch.device)
+        return self.path.training_loss(self.model, batch, self.path.training_times(u), generator)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        out = self._loss(batch)
+        self.log("train/loss", out.loss, prog_bar=True)
+        for name, value in out.metrics.items():
+            self.log(f"train/{name}", value)
+        return out.loss
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        gen = torch.Generator(batch.device).manual_seed(batch_idx)  # same noise every validation
+        out = self._loss(batch, gen)
+        self.val_loss.update(out.loss)
+        self.val_x1_ce.update(out.metrics.get("x1_ce", out.loss))
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch means (synchronised across processes by torchmetrics)."""
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        self.log("val/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
+        self.val_loss.reset()
+        self.val_x1_ce.reset()
+
+    def configure_optimizers(self):
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+        )
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 10**9
+        total = total if total > 0 and total < 10**9 else 10**9
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda s: warmup_cosine(s, self.hparams.warmup_steps, total, self.hparams.min_lr_ratio),
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        tokenizer = getattr(dm, "tokenizer", None)
+        if tokenizer is not None:
+            if tokenizer.vocab_size != self.path.vocab_size:
+                raise CheckpointError(
+                    f"vocabulary mismatch: the model has {self.path.vocab_size} symbols but the "
+                    f"data's tokenizer has {tokenizer.vocab_size}"
+                )
+            self.tokenizer = self.tokenizer or tokenizer
+
+    # --- sampling ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        num_samples: int = 8,
+        length: int = 256,
+        steps: int = 128,
+        sampler: str = "euler",
+        prompt: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Token ids ``[num_samples, length]`` from the shared sampler (model in eval mode)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return sample(
+                self.model,
+                self.path,
+                num_samples,
+                length,
+                steps,
+                sampler=sampler,
+                prompt=prompt,
+                generator=generator,
+                device=self.device,
+            ).tokens
+        finally:
+            self.model.train(was_training)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "model": self.model.config(),
+            "path": self.path.config(),
+            "tokenizer": self.tokenizer.config() if self.tokenizer else None,
+        }
+
+    @classmethod
+    def load(cls, file: str | FsPath, map_location: str | torch.device = "cpu") -> DiffusionLM:
+        """Rebuild from a checkpoint written by training (``weights_only=True``: no code runs).
+
+        The state dict is the one Lightning saved, i.e. the EMA weights when EMA was on."""
+        file = FsPath(file)
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint not found: {file}")
+        try:
+            ckpt = torch.load(file, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"could not read checkpoint {file}: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
+        if CHECKPOINT_KEY not in ckpt:
+            raise CheckpointError(f"{file} is not a simplexdiff checkpoint")
+        spec = ckpt[CHECKPOINT_KEY]
+        model = MODELS.build(**spec["model"])
+        path = PATHS.build(**spec["path"])
+        tok = CharTokenizer(**spec["tokenizer"]) if spec["tokenizer"] else None
+        hp = {
+            k: v
+            for k, v in ckpt.get("hyper_parameters", {}).items()
+            if k in ("lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio")
+        }
+        lm = cls(model=model, path=path, tokenizer=tok, **hp)
+        lm.load_state_dict(ckpt["state_dict"])
+        return lm.eval()

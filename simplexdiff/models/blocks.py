@@ -1,0 +1,100 @@
+"""Transformer pieces shared by the bidirectional DiT and the causal baseline.
+
+A pre-norm block whose layer norms are modulated by a conditioning vector (adaLN-Zero, Peebles & Xie
+2023, *Scalable Diffusion Models with Transformers*): ``x + g * f(LN(x) * (1 + s) + b)`` with
+``(b, s, g)`` a linear function of the condition, initialised to zero so each block starts as the
+identity. Without a condition (``cond_dim=None``) it is a plain pre-norm block.
+Attention is ``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient kernels
+where the device has them; no hard dependency on flash-attn).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of ``t in [0, 1]`` (frequencies up to 1000/2pi cycles) and an MLP."""
+
+    def __init__(self, dim: int, n_freq: int = 128) -> None:
+        super().__init__()
+        self.n_freq = n_freq
+        self.mlp = nn.Sequential(nn.Linear(n_freq, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.n_freq // 2
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
+        angles = 1000.0 * t.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([angles.cos(), angles.sin()], -1))
+
+
+class Block(nn.Module):
+    """Attention + MLP, each behind an (optionally modulated) layer norm and a residual."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        cond_dim: int | None = None,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
+        affine = cond_dim is None
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=affine)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=affine)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(mlp_ratio * d_model, d_model),
+        )
+        self.modulation = None
+        if cond_dim is not None:
+            self.modulation = nn.Linear(cond_dim, 6 * d_model)
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
+
+    def attention(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, d // self.n_heads).unbind(2)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=self.causal,
+        )
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.modulation is None:
+            x = x + self.attention(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        b1, s1, g1, b2, s2, g2 = self.modulation(F.silu(cond))[:, None].chunk(6, -1)
+        x = x + g1 * self.attention(self.norm1(x) * (1 + s1) + b1)
+        return x + g2 * self.mlp(self.norm2(x) * (1 + s2) + b2)
+
+
+class TokenEmbedding(nn.Module):
+    """One embedding matrix read two ways: ids ``[B, L]`` (lookup) or simplex points ``[B, L, V]``
+    (``p @ E[:V]``). Discrete states are vertices, so both families share it (DESIGN.md, section 2)."""
+
+    def __init__(self, num_embeddings: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_embeddings, dim) * dim**-0.5)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        if inputs.is_floating_point():
+            v = inputs.shape[-1]
+            return inputs.to(self.weight.dtype) @ self.weight[:v]
+        return F.embedding(inputs, self.weight)

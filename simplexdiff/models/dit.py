@@ -1,0 +1,74 @@
+"""DiT denoiser: a bidirectional transformer conditioned on time by adaptive layer norm.
+
+``DiT(vocab_size, ...)(inputs, t) -> logits [B, L, V]`` where ``inputs`` are ids ``[B, L]`` (values in
+``[0, vocab_size]``; id ``vocab_size`` is the MASK of masked diffusion) or simplex points
+``[B, L, V]``. The embedding has ``V + 1`` rows so every path can share one backbone; the output head
+predicts the ``V`` real tokens only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from simplexdiff.errors import ConfigError
+from simplexdiff.models.blocks import Block, TimeEmbedding, TokenEmbedding
+
+
+class DiT(nn.Module):
+    """Diffusion transformer over token sequences (Peebles & Xie 2023, adapted to text as in
+    SEDD/MDLM): learned positions, adaLN-Zero blocks, a modulated final norm and a linear head."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        max_len: int = 256,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.options = dict(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            max_len=max_len,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+        )
+        self.vocab_size, self.max_len = vocab_size, max_len
+        self.embed = TokenEmbedding(vocab_size + 1, d_model)
+        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.time = TimeEmbedding(d_model)
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=d_model) for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.final_modulation = nn.Linear(d_model, 2 * d_model)
+        nn.init.zeros_(self.final_modulation.weight)
+        nn.init.zeros_(self.final_modulation.bias)
+        self.head = nn.Linear(d_model, vocab_size)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "dit", **self.options}
+
+    def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
+        length = inputs.shape[1]
+        if length > self.max_len:
+            raise ConfigError(
+                f"sequence length {length} exceeds the model's max_len {self.max_len}"
+            )
+        x = self.embed(inputs) + self.pos[:length]
+        cond = self.time(t)
+        for block in self.blocks:
+            x = block(x, cond)
+        shift, scale = self.final_modulation(nn.functional.silu(cond))[:, None].chunk(2, -1)
+        return self.head(self.norm(x) * (1 + scale) + shift)

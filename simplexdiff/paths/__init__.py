@@ -1,0 +1,41 @@
+"""Paths: one file per noising process, built by name.
+
+>>> import simplexdiff as sd
+>>> path = sd.paths.build("fisher_rao", vocab_size=27)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simplexdiff.paths.base import Denoiser, LossOutput, Path
+from simplexdiff.paths.continuous import ContinuousPath
+from simplexdiff.paths.fisher_rao import FisherRao
+from simplexdiff.paths.linear import LinearSimplex
+from simplexdiff.registry import Registry
+
+PATHS: Registry[Path] = Registry("path")
+PATHS.register("fisher_rao")(FisherRao)
+PATHS.register("linear")(LinearSimplex)
+
+
+def build(name: str, **kwargs: Any) -> Path:
+    """Build a registered path, e.g. ``build("fisher_rao", vocab_size=27, objective="fm")``."""
+    return PATHS.build(name, **kwargs)
+
+
+def available() -> list[str]:
+    return PATHS.names()
+
+
+__all__ = [
+    "PATHS",
+    "ContinuousPath",
+    "Denoiser",
+    "FisherRao",
+    "LinearSimplex",
+    "LossOutput",
+    "Path",
+    "available",
+    "build",
+]

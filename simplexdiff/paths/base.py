@@ -1,0 +1,103 @@
+"""What every path offers the trainer and the sampler.
+
+Time convention (all families): ``t = 0`` is the prior / noise, ``t = 1`` is data. A path owns the
+noisy state: how to draw it in closed form given clean ids (training is simulation-free), what the
+denoiser reads, its training loss, and how a sampler moves it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from simplexdiff.errors import ConfigError
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+"""Any callable ``(inputs, t) -> logits [B, L, V]``; ``inputs`` are ids ``[B, L]`` or points
+``[B, L, V]`` on the simplex, ``t`` has shape ``[B]``."""
+
+
+@dataclass
+class LossOutput:
+    """A scalar training loss plus per-batch diagnostics (all float32 scalars)."""
+
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Path(ABC):
+    """Base class. Subclasses register through ``simplexdiff.paths.PATHS``."""
+
+    family: ClassVar[str]  # "continuous", "discrete" or "autoregressive"
+    registry_name: ClassVar[str]
+
+    def __init__(self, vocab_size: int) -> None:
+        if int(vocab_size) < 2:
+            raise ConfigError(f"vocab_size must be at least 2, got {vocab_size}")
+        self.vocab_size = int(vocab_size)
+
+    # --- description -------------------------------------------------------------------------
+    @property
+    def input_vocab_size(self) -> int:
+        """Number of embedding rows the denoiser needs (``V``, or ``V + 1`` with a MASK id)."""
+        return self.vocab_size
+
+    @property
+    def causal(self) -> bool:
+        """Whether the denoiser must be causal (the autoregressive baseline)."""
+        return False
+
+    def config(self) -> dict[str, Any]:
+        """Plain-data description: ``PATHS.build(**config)`` rebuilds the path."""
+        return {"name": self.registry_name, **self._options()}
+
+    def _options(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+        return f"{type(self).__name__}({opts})"
+
+    # --- training ----------------------------------------------------------------------------
+    def training_times(self, u: Tensor) -> Tensor:
+        """Map stratified uniforms ``u in [0, 1)`` to the times this path trains on."""
+        return u
+
+    @abstractmethod
+    def training_loss(
+        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """Loss of ``denoiser`` on clean ids ``x1 [B, L]`` noised to times ``t [B]``."""
+
+    # --- sampling ----------------------------------------------------------------------------
+    @abstractmethod
+    def prior(
+        self,
+        batch: int,
+        length: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """A draw of the state at ``t = 0``."""
+
+    @abstractmethod
+    def model_input(self, state: Tensor) -> Tensor:
+        """What the denoiser reads for ``state``: ids ``[B, L]`` or simplex points ``[B, L, V]``."""
+
+    @abstractmethod
+    def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
+        """Hold the positions where ``fixed`` is true at the clean tokens ``ids``."""
+
+    @abstractmethod
+    def decode(self, state: Tensor) -> Tensor:
+        """Token ids ``[B, L]`` read off a final state."""
+
+
+def cross_entropy(logits: Tensor, x1: Tensor) -> Tensor:
+    """Mean cross-entropy in nats over all positions, computed in float32."""
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), x1.flatten())

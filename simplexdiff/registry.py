@@ -1,0 +1,52 @@
+"""Small name -> class registries (paths, models, samplers): recipes name things, never import them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from simplexdiff.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to constructors; ``build`` checks the name and the keyword names before calling."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def add(obj: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            obj.registry_name = name  # type: ignore[attr-defined]
+            return obj
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Callable[..., T]:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def build(self, name: str, **kwargs: Any) -> T:
+        factory = self.get(name)
+        params = inspect.signature(factory).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            known = [k for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
+            for key in kwargs:
+                if key not in known:
+                    raise ConfigError(
+                        f"unknown option {key!r} for {self.kind} {name!r}; known: {', '.join(known)}"
+                    )
+        return factory(**kwargs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries

@@ -1,0 +1,5 @@
+"""One sampler interface for every path: ``sample(denoiser, path, num_samples, length, steps, ...)``."""
+
+from simplexdiff.samplers.sample import SAMPLERS, SampleOutput, Sampler, register, sample
+
+__all__ = ["SAMPLERS", "SampleOutput", "Sampler", "register", "sample"]

@@ -1,0 +1,87 @@
+import lzma
+
+import numpy as np
+import pytest
+import torch
+
+import simplexdiff as sd
+from simplexdiff.data import CharTokenizer, TextDataModule
+from simplexdiff.errors import DataError
+
+
+def test_text8_tokenizer_roundtrip_and_errors():
+    tok = CharTokenizer.text8()
+    assert tok.vocab_size == 27
+    ids = tok.encode("hello world")
+    assert ids.dtype == np.int64 and tok.decode(ids) == "hello world"
+    assert tok.decode(torch.tensor([[8, 9], [0, 26]])) == ["hi", " z"]
+    with pytest.raises(DataError, match="character 'H' at position 0"):
+        tok.encode("Hello")
+    with pytest.raises(DataError, match="token id 27 is out of range"):
+        tok.decode([1, 27])
+
+
+def test_bundled_text8_standard_split(cache_dir):
+    dm = TextDataModule("text8", seq_len=1000, batch_size=2, cache_dir=cache_dir)
+    assert [len(dm.split(s)) for s in ("train", "validation", "test")] == [11000, 500, 500]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (2, 1000) and batch.dtype == torch.long
+    first = dm.tokenizer.decode(dm.split("train")[0])
+    assert first.startswith(" anarchism originated as a term of abuse")
+    # cached: a second module reads the same chunks from disk
+    again = TextDataModule("text8", seq_len=1000, batch_size=2, cache_dir=cache_dir)
+    assert torch.equal(again.split("test"), dm.split("test"))
+
+
+def test_local_text_and_xz_files(tmp_path, cache_dir):
+    text = "To be, or not to be: that is the question.\n" * 60
+    plain = tmp_path / "play.txt"
+    plain.write_text(text)
+    packed = tmp_path / "play.txt.xz"
+    packed.write_bytes(lzma.compress(text.encode()))
+    a = TextDataModule(str(plain), seq_len=16, cache_dir=cache_dir)
+    b = TextDataModule(str(packed), seq_len=16, cache_dir=cache_dir)
+    assert a.tokenizer.alphabet == "".join(sorted(set(text)))
+    assert torch.equal(a.split("train"), b.split("train"))
+    n = len(text)
+    assert len(a.split("train")) == round(n * 11 / 12) // 16
+
+
+def test_dataset_folder_keeps_its_splits(tmp_path, cache_dir):
+    """The hub code path (``datasets.load_dataset(name)``) exercised on a local dataset folder."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for split, line in [("train", "abc abc abc "), ("validation", "cab "), ("test", "bca ")]:
+        (folder / f"{split}.txt").write_text(line * 20)
+    dm = TextDataModule(str(folder), seq_len=8, cache_dir=cache_dir)
+    assert dm.tokenizer.alphabet == " abc"
+    assert dm.tokenizer.decode(dm.split("validation")[0]) == "cab cab "
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, cache_dir):
+    with pytest.raises(DataError, match="data file not found") as e:
+        TextDataModule(str(tmp_path / "missing.txt"))
+    assert "\n" not in str(e.value)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        TextDataModule(str(empty), cache_dir=cache_dir).setup()
+    corrupt = tmp_path / "broken.txt.xz"
+    corrupt.write_bytes(b"\xfd7zXZ\x00 not really xz")
+    with pytest.raises(DataError, match="could not read corpus") as e:
+        TextDataModule(str(corrupt), cache_dir=cache_dir).setup()
+    assert "\n" not in str(e.value)
+    upper = tmp_path / "upper.txt"
+    upper.write_text("hello World " * 50)
+    with pytest.raises(DataError, match="character 'W'"):
+        TextDataModule(str(upper), tokenizer="text8", cache_dir=cache_dir).setup()
+    short = tmp_path / "short.txt"
+    short.write_text("abc " * 10)
+    with pytest.raises(DataError, match="fewer training characters"):
+        TextDataModule(str(short), seq_len=64, cache_dir=cache_dir).setup()
+    with pytest.raises(DataError, match="unknown tokenizer"):
+        TextDataModule(str(short), tokenizer="bpe", cache_dir=cache_dir).setup()
+
+
+def test_public_api_names():
+    assert sd.data.TextDataModule is TextDataModule
