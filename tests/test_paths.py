@@ -165,3 +165,34 @@ def test_clamp_holds_vertices(name):
     y = path.clamp(x, fixed, ids)
     assert (path.decode(y)[fixed] == ids[fixed]).all()
     assert torch.equal(y[~fixed], x[~fixed])
+
+
+@pytest.mark.parametrize("name", sd.paths.schedules.SCHEDULES.names())
+@given(t=st.floats(0, 1))
+def test_schedules_endpoints_monotone_and_derivative(name, t):
+    k = sd.paths.schedules.SCHEDULES.build(name)
+    zero, one = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    assert float(k(zero)) == 0.0 and abs(float(k(one)) - 1.0) < 1e-12
+    tt = torch.tensor(t, dtype=torch.float64)
+    h = 1e-6
+    lo, hi = max(t - h, 0.0), min(t + h, 1.0)
+    fd = (k(torch.tensor(hi, dtype=torch.float64)) - k(torch.tensor(lo, dtype=torch.float64))) / (
+        hi - lo
+    )
+    assert abs(float(k.derivative(tt) - fd)) < 1e-5
+    assert float(k.derivative(tt)) >= 0
+
+
+@pytest.mark.parametrize("name", CONTINUOUS)
+def test_cosine_schedule_training_range_and_exact_steps(name):
+    path = build(name, 6, schedule="cosine")
+    s_max = path.schedule(path.training_times(torch.tensor([1.0])))
+    assert abs(float(s_max) - (1 - path.t_eps)) < 1e-6
+    # with a perfect predictor, Euler steps on any grid end exactly at the vertex
+    ids = torch.tensor([[3, 0, 5]])
+    x = path.prior(1, 3, torch.Generator().manual_seed(0))
+    logits = 50 * path.vertex(ids)
+    grid = torch.linspace(0, 1, 5)
+    for t, t_next in zip(grid[:-1], grid[1:], strict=True):
+        x = path.euler_step(x, logits, t, t_next)
+    assert torch.allclose(x, path.vertex(ids), atol=1e-4)

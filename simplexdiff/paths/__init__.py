@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simplexdiff.paths import schedules
 from simplexdiff.paths.base import Denoiser, LossOutput, Path
 from simplexdiff.paths.continuous import ContinuousPath
 from simplexdiff.paths.fisher_rao import FisherRao
@@ -30,6 +31,7 @@ def available() -> list[str]:
 
 __all__ = [
     "PATHS",
+    "schedules",
     "ContinuousPath",
     "Denoiser",
     "FisherRao",

@@ -9,9 +9,14 @@ conditional velocity ``u_t = d x_t / dt``. The denoiser predicts ``p(k | x_t)`` 
 * ``"fm"``: flow-matching regression ``||v(x_t) - u_t||_g^2`` in the path's metric (Fisher-Flow,
   Davis et al. 2024; SFM, Cheng et al. 2024).
 
-Training times are drawn from ``[0, 1 - t_eps]``. The x1-prediction field carries ``1 / (1 - t)``, so
-the FM loss weighs an error near data by ``1 / (1 - t)^2``; its default ``t_eps`` is therefore larger
-(0.05: with 1e-3 a tiny model needs several times more steps to fit a fixed text) than CE's (1e-3).
+A ``schedule`` (see ``schedules.py``) reparametrises time: the state at ``t`` is the base path's at
+``s = kappa(t)``; ``interpolate``, ``field`` and ``move`` work in ``s``, and an Euler step moves by
+``kappa(t_next) - kappa(t)``. The FM loss is measured in ``s`` (``kappa'`` would only reweight it).
+
+Training times are drawn so that ``s`` lies in ``[0, 1 - t_eps]``. The x1-prediction field carries
+``1 / (1 - s)``, so the FM loss weighs an error near data by ``1 / (1 - s)^2``; its default ``t_eps``
+is therefore larger (0.05: with 1e-3 a tiny model needs several times more steps to fit a fixed
+text) than CE's (1e-3).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import Tensor
 from simplexdiff.errors import ConfigError
 from simplexdiff.geometry import one_hot
 from simplexdiff.paths.base import Denoiser, LossOutput, Path, cross_entropy
+from simplexdiff.paths.schedules import SCHEDULES
 
 OBJECTIVES = ("ce", "fm")
 DEFAULT_T_EPS = {"ce": 1e-3, "fm": 5e-2}
@@ -33,7 +39,13 @@ DEFAULT_T_EPS = {"ce": 1e-3, "fm": 5e-2}
 class ContinuousPath(Path):
     family = "continuous"
 
-    def __init__(self, vocab_size: int, objective: str = "ce", t_eps: float | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        objective: str = "ce",
+        t_eps: float | None = None,
+        schedule: str = "loglinear",
+    ) -> None:
         super().__init__(vocab_size)
         if objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
@@ -42,9 +54,17 @@ class ContinuousPath(Path):
             raise ConfigError(f"t_eps must lie in (0, 1), got {t_eps}")
         self.objective = objective
         self.t_eps = float(t_eps)
+        self.schedule_name = schedule
+        self.schedule = SCHEDULES.build(schedule)
+        self._t_max = _inverse(self.schedule, 1 - self.t_eps)
 
     def _options(self) -> dict[str, Any]:
-        return {**super()._options(), "objective": self.objective, "t_eps": self.t_eps}
+        return {
+            **super()._options(),
+            "objective": self.objective,
+            "t_eps": self.t_eps,
+            "schedule": self.schedule_name,
+        }
 
     # --- geometry each path supplies ---------------------------------------------------------
     @abstractmethod
@@ -70,26 +90,30 @@ class ContinuousPath(Path):
 
     # --- training ----------------------------------------------------------------------------
     def training_times(self, u: Tensor) -> Tensor:
-        return u * (1 - self.t_eps)
+        """Times whose ``s = kappa(t)`` covers ``[0, 1 - t_eps)`` (``kappa`` is increasing)."""
+        return u * self._t_max
 
     def training_loss(
         self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
     ) -> LossOutput:
         x0 = self.prior(*x1.shape, generator=generator, device=x1.device)
-        xt, ut = self.interpolate(x0, self.vertex(x1), t[:, None])
+        s = self.schedule(t)[:, None]
+        xt, ut = self.interpolate(x0, self.vertex(x1), s)
         logits = denoiser(self.model_input(xt), t)
         ce = cross_entropy(logits, x1)
         if self.objective == "ce":
             return LossOutput(ce, {"x1_ce": ce.detach()})
-        v = self.field(xt, torch.softmax(logits.float(), -1), t[:, None])
+        v = self.field(xt, torch.softmax(logits.float(), -1), s)
         fm = self.sq_norm(v - ut).mean()
         return LossOutput(fm, {"x1_ce": ce.detach(), "fm_mse": fm.detach()})
 
     # --- sampling ----------------------------------------------------------------------------
     def euler_step(self, state: Tensor, logits: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        """One Euler step ``x <- exp_x(h v(x))`` of the x1-prediction field, ``h = t_next - t``."""
+        """One Euler step ``x <- exp_x(h v(x))`` of the x1-prediction field, taken in ``s``:
+        ``h = kappa(t_next) - kappa(t)``."""
         probs = torch.softmax(logits.float(), -1)
-        return self.move(state, self.field(state, probs, t), t_next - t)
+        s, s_next = self.schedule(t), self.schedule(t_next)
+        return self.move(state, self.field(state, probs, s), s_next - s)
 
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
         return torch.where(fixed[..., None], self.vertex(ids).to(state.dtype), state)
@@ -99,3 +123,15 @@ class ContinuousPath(Path):
 
     def _one_hot(self, ids: Tensor) -> Tensor:
         return one_hot(ids, self.vocab_size)
+
+
+def _inverse(schedule, s: float, iters: int = 60) -> float:
+    """``t`` with ``kappa(t) = s`` by bisection (schedules are increasing on [0, 1])."""
+    lo, hi = 0.0, 1.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if float(schedule(torch.tensor(mid, dtype=torch.float64))) < s:
+            lo = mid
+        else:
+            hi = mid
+    return lo
