@@ -174,10 +174,16 @@ def test_checkpoint_loads_with_weights_only(tmp_path, corpus, capsys, monkeypatc
         assert torch.equal(v, ckpt["state_dict"][k])
 
 
-@pytest.mark.skipif(shutil.which("simplexdiff") is None, reason="console script not installed")
+# the venv's script, also when the venv is not activated (as under `make test`)
+SCRIPT = shutil.which("simplexdiff", path=str(Path(sys.executable).parent)) or shutil.which(
+    "simplexdiff"
+)
+
+
+@pytest.mark.skipif(SCRIPT is None, reason="console script not installed")
 def test_console_script_reports_errors_in_one_line():
     proc = subprocess.run(
-        ["simplexdiff", "train", "recipes/quickstart.yaml", "data.bogus=1"],
+        [SCRIPT, "train", "recipes/quickstart.yaml", "data.bogus=1"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parents[1],
