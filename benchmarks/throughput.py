@@ -1,7 +1,8 @@
 """Training-step throughput of every path against the bare backbone, and achieved FLOP/s.
 
 For each path: tokens/s of ``path.training_loss(...).backward()`` (noising, denoiser, loss) as a ratio
-to the bare backbone's forward + backward on the same batch (a plain cross-entropy on its logits), and
+to the bare backbone's forward + backward on the same batch (a plain cross-entropy on its logits; the
+backbone is the DiT, or the causal transformer for a path that needs one: the AR baseline), and
 the backbone's achieved FLOP/s (counted by ``torch.utils.flop_counter``) as a share of the measured
 fp32 (or bf16 on CUDA) matmul peak of the same machine, all in one run. Writes JSON.
 
@@ -68,7 +69,9 @@ def main() -> None:
     results = []
     for name in args.paths or sd.paths.available():
         path = sd.paths.build(name, vocab_size=args.vocab)
-        model = sd.models.DiT(vocab_size=args.vocab, **S_CONFIG).to(device)
+        # the backbone whose causality the path needs: the DiT, or the causal transformer (AR)
+        backbone = "causal" if path.causal else "dit"
+        model = sd.models.build(backbone, vocab_size=args.vocab, **S_CONFIG).to(device)
         for prm in model.parameters():  # leave the identity initialisation: realistic numerics
             torch.nn.init.normal_(prm, std=0.02)
         with torch.no_grad():
@@ -96,6 +99,7 @@ def main() -> None:
         tokens = args.batch * args.seq
         row = {
             "path": name,
+            "backbone": backbone,
             "bare_step_s": bare_t,
             "train_step_s": step_t,
             "step_over_bare": step_t / bare_t,

@@ -3,7 +3,7 @@
 Time convention for every family: ``t = 0`` is noise / the prior, ``t = 1`` is data.
 """
 
-from simplexdiff import data, geometry, models, paths, samplers
+from simplexdiff import data, eval, geometry, models, paths, samplers
 from simplexdiff.errors import CheckpointError, ConfigError, DataError, SimplexdiffError
 from simplexdiff.lightning import DiffusionLM
 
@@ -15,6 +15,7 @@ __all__ = [
     "DiffusionLM",
     "SimplexdiffError",
     "data",
+    "eval",
     "geometry",
     "models",
     "paths",

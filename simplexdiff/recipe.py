@@ -55,7 +55,7 @@ class SampleConfig:
     num: int = 4
     length: int = 128
     steps: int = 128
-    sampler: str = "euler"
+    sampler: str | None = None  # None: the path's default_sampler
 
 
 @dataclass

@@ -67,9 +67,14 @@ class DiffusionLM(L.LightningModule):
                 f"tokenizer has {tokenizer.vocab_size} symbols but the path has "
                 f"vocab_size {path.vocab_size}"
             )
+        if getattr(model, "causal", False) != path.causal:
+            need = "a causal model (e.g. 'causal')" if path.causal else "a bidirectional model"
+            raise ConfigError(f"the {path.registry_name!r} path needs {need}")
         self.save_hyperparameters(ignore=["model", "path", "tokenizer"])
         self.model, self.path, self.tokenizer = model, path, tokenizer
         self.val_loss, self.val_x1_ce = MeanMetric(), MeanMetric()
+        # the path's likelihood bound (bits per token), accumulated in float64
+        self.val_bpc = MeanMetric().set_dtype(torch.float64)
 
     def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
         return self.model(inputs, t)
@@ -90,14 +95,27 @@ class DiffusionLM(L.LightningModule):
         gen = torch.Generator(batch.device).manual_seed(batch_idx)  # same noise every validation
         out = self._loss(batch, gen)
         self.val_loss.update(out.loss)
-        self.val_x1_ce.update(out.metrics.get("x1_ce", out.loss))
+        if "x1_ce" in out.metrics:
+            self.val_x1_ce.update(out.metrics["x1_ce"])
+        if self.path.bound is not None:
+            # the bound itself, over all of [0, 1): one stratified point per sequence through the
+            # path's bound_times (simplexdiff.eval.likelihood uses a grid of them per sequence)
+            t, weight = self.path.bound_times(stratified_times(batch.shape[0], gen, batch.device))
+            nats = weight * self.path.sequence_bound(self.model, batch, t, gen).double()
+            self.val_bpc.update(nats / math.log(2))
 
     def on_validation_epoch_end(self) -> None:
-        """Log the epoch means (synchronised across processes by torchmetrics)."""
+        """Log the epoch means (synchronised across processes by torchmetrics): ``val/loss``;
+        ``val/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
+        ``val/bpc``, the path's likelihood bound in bits per token, where it has one."""
         self.log("val/loss", self.val_loss.compute(), prog_bar=True)
-        self.log("val/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
+        if self.val_x1_ce.update_count:
+            self.log("val/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
+        if self.val_bpc.update_count:
+            self.log("val/bpc", self.val_bpc.compute(), prog_bar=True)
         self.val_loss.reset()
         self.val_x1_ce.reset()
+        self.val_bpc.reset()
 
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
@@ -136,11 +154,12 @@ class DiffusionLM(L.LightningModule):
         num_samples: int = 8,
         length: int = 256,
         steps: int = 128,
-        sampler: str = "euler",
+        sampler: str | None = None,
         prompt: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Token ids ``[num_samples, length]`` from the shared sampler (model in eval mode)."""
+        """Token ids ``[num_samples, length]`` from the shared sampler (model in eval mode);
+        ``sampler=None`` takes the path's ``default_sampler``."""
         was_training = self.model.training
         self.model.eval()
         try:

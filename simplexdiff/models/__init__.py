@@ -6,15 +6,17 @@ from typing import Any
 
 from torch import nn
 
+from simplexdiff.models.causal import CausalTransformer
 from simplexdiff.models.dit import DiT
 from simplexdiff.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
 MODELS.register("dit")(DiT)
+MODELS.register("causal")(CausalTransformer)
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
     return MODELS.build(name, **kwargs)
 
 
-__all__ = ["MODELS", "DiT", "build"]
+__all__ = ["MODELS", "CausalTransformer", "DiT", "build"]

@@ -9,15 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from simplexdiff.paths import schedules
+from simplexdiff.paths.autoregressive import Autoregressive
 from simplexdiff.paths.base import Denoiser, LossOutput, Path
 from simplexdiff.paths.continuous import ContinuousPath
+from simplexdiff.paths.discrete import DiscretePath
 from simplexdiff.paths.fisher_rao import FisherRao
 from simplexdiff.paths.linear import LinearSimplex
+from simplexdiff.paths.masked import Masked
+from simplexdiff.paths.uniform import Uniform
 from simplexdiff.registry import Registry
 
 PATHS: Registry[Path] = Registry("path")
 PATHS.register("fisher_rao")(FisherRao)
 PATHS.register("linear")(LinearSimplex)
+PATHS.register("masked")(Masked)
+PATHS.register("uniform")(Uniform)
+PATHS.register("ar")(Autoregressive)
 
 
 def build(name: str, **kwargs: Any) -> Path:
@@ -32,12 +39,16 @@ def available() -> list[str]:
 __all__ = [
     "PATHS",
     "schedules",
+    "Autoregressive",
     "ContinuousPath",
     "Denoiser",
+    "DiscretePath",
     "FisherRao",
     "LinearSimplex",
     "LossOutput",
+    "Masked",
     "Path",
+    "Uniform",
     "available",
     "build",
 ]

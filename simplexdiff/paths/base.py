@@ -35,6 +35,11 @@ class Path(ABC):
 
     family: ClassVar[str]  # "continuous", "discrete" or "autoregressive"
     registry_name: ClassVar[str]
+    bound: ClassVar[str | None] = None
+    """Name of the likelihood bound ``sequence_bound`` estimates (``"nelbo"``, ``"exact_nll"``), or
+    ``None`` where the path has none yet."""
+    default_sampler: ClassVar[str] = "euler"
+    """The sampler ``generate`` and ``simplexdiff sample`` use when none is named."""
 
     def __init__(self, vocab_size: int) -> None:
         if int(vocab_size) < 2:
@@ -73,6 +78,21 @@ class Path(ABC):
         self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
     ) -> LossOutput:
         """Loss of ``denoiser`` on clean ids ``x1 [B, L]`` noised to times ``t [B]``."""
+
+    def sequence_bound(
+        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Per-sequence estimate ``[B]`` (float32, nats per token) of the path's likelihood bound
+        from one time ``t [B]`` per sequence: unbiased for the bound when ``t ~ U[0, 1)``. The
+        training loss of a path with a bound and ``simplexdiff.eval.likelihood`` both use it."""
+        raise ConfigError(f"no likelihood bound for {self.family} path {self.registry_name!r} yet")
+
+    def bound_times(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Times ``t`` and importance weights ``w`` for stratified uniforms ``v in [0, 1)`` such
+        that ``E_v[w * sequence_bound(t)]`` is the bound (a change of variables ``t = t(v)``,
+        ``w = dt/dv``). Here the identity; a path whose integrand is heavy-tailed in ``t``
+        overrides it."""
+        return v, torch.ones_like(v)
 
     # --- sampling ----------------------------------------------------------------------------
     @abstractmethod

@@ -68,7 +68,7 @@ def sample(
     num_samples: int,
     length: int,
     steps: int,
-    sampler: str = "euler",
+    sampler: str | None = None,
     prompt: Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
@@ -78,7 +78,9 @@ def sample(
 
     ``prompt`` is a LongTensor ``[P]`` or ``[num_samples, P]`` of ids held fixed at the start of
     every sequence. ``device`` defaults to the denoiser's parameters' device when it has any.
+    ``sampler=None`` takes the path's ``default_sampler``.
     """
+    sampler = sampler or path.default_sampler
     chosen = SAMPLERS.build(sampler)
     if path.family not in chosen.families:
         usable = [n for n in SAMPLERS.names() if path.family in SAMPLERS.build(n).families]

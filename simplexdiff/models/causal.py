@@ -1,0 +1,71 @@
+"""Causal transformer for the autoregressive baseline, built from the DiT's blocks.
+
+``CausalTransformer(vocab_size, ...)(inputs, t) -> logits [B, L, V]``: the same ``Block`` as the DiT
+without time conditioning (``cond_dim=None``: plain pre-norm blocks with affine layer norms) and with
+causal attention, the same ``V + 1``-row token embedding (id ``V`` is BOS), learned positions and a
+zero-initialised ``V``-way head (so it starts at the uniform prediction, like the DiT). ``t`` is
+accepted and ignored, so the sampler and the paths call every backbone alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from simplexdiff.errors import ConfigError
+from simplexdiff.models.blocks import Block, TokenEmbedding
+
+
+class CausalTransformer(nn.Module):
+    """Decoder-only transformer: position ``l`` sees inputs ``<= l`` only."""
+
+    causal = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        max_len: int = 256,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.options = dict(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            max_len=max_len,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+        )
+        self.vocab_size, self.max_len = vocab_size, max_len
+        self.embed = TokenEmbedding(vocab_size + 1, d_model)
+        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=None, causal=True)
+            for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "causal", **self.options}
+
+    def forward(self, inputs: Tensor, t: Tensor | None = None) -> Tensor:
+        length = inputs.shape[1]
+        if length > self.max_len:
+            raise ConfigError(
+                f"sequence length {length} exceeds the model's max_len {self.max_len}"
+            )
+        x = self.embed(inputs) + self.pos[:length]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
