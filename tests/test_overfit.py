@@ -10,7 +10,7 @@ TEXT = "the quick brown fox jumps"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fisher_rao", "linear"])
+@pytest.mark.parametrize("name", ["dirichlet", "fisher_rao", "linear"])
 @pytest.mark.parametrize("objective", ["ce", "fm"])
 def test_overfit_fixed_text_and_sample_it_back(name, objective):
     torch.manual_seed(0)

@@ -12,6 +12,7 @@ from simplexdiff.paths import schedules
 from simplexdiff.paths.autoregressive import Autoregressive
 from simplexdiff.paths.base import Denoiser, LossOutput, Path
 from simplexdiff.paths.continuous import ContinuousPath
+from simplexdiff.paths.dirichlet import DirichletPath
 from simplexdiff.paths.discrete import DiscretePath
 from simplexdiff.paths.fisher_rao import FisherRao
 from simplexdiff.paths.linear import LinearSimplex
@@ -20,6 +21,7 @@ from simplexdiff.paths.uniform import Uniform
 from simplexdiff.registry import Registry
 
 PATHS: Registry[Path] = Registry("path")
+PATHS.register("dirichlet")(DirichletPath)
 PATHS.register("fisher_rao")(FisherRao)
 PATHS.register("linear")(LinearSimplex)
 PATHS.register("masked")(Masked)
@@ -42,6 +44,7 @@ __all__ = [
     "Autoregressive",
     "ContinuousPath",
     "Denoiser",
+    "DirichletPath",
     "DiscretePath",
     "FisherRao",
     "LinearSimplex",
