@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -62,10 +63,21 @@ VALIDATION_REPORT = {
 
 
 def machine() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    """One line naming the hardware results were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
-        f"{platform.node()} {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, {device}, torch {torch.__version__}"
+        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {device}, "
+        f"torch {torch.__version__}"
     )
 
 
