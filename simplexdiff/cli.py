@@ -162,7 +162,17 @@ def sample_command(args: argparse.Namespace) -> None:
         raise CheckpointError(f"{args.checkpoint} carries no tokenizer to decode with")
     prompt = lm.tokenizer.encode_tensor(args.prompt) if args.prompt else None
     gen = torch.Generator().manual_seed(args.seed)
-    ids = lm.generate(args.num, args.length, args.steps, args.sampler, prompt=prompt, generator=gen)
+    ids = lm.generate(
+        args.num,
+        args.length,
+        args.steps,
+        args.sampler,
+        prompt=prompt,
+        generator=gen,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+    )
     for text in lm.tokenizer.decode(ids):
         print(text)
 
@@ -180,6 +190,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=int, default=128)
     s.add_argument("--sampler", default=None, help="default: the path's (euler / ancestral)")
     s.add_argument("--prompt", default=None)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
     return p
 

@@ -157,9 +157,12 @@ class DiffusionLM(L.LightningModule):
         sampler: str | None = None,
         prompt: Tensor | None = None,
         generator: torch.Generator | None = None,
+        **options: Any,
     ) -> Tensor:
         """Token ids ``[num_samples, length]`` from the shared sampler (model in eval mode);
-        ``sampler=None`` takes the path's ``default_sampler``."""
+        ``sampler=None`` takes the path's ``default_sampler``; ``options`` go to
+        ``simplexdiff.samplers.sample`` (``temperature``, ``top_k``, ``top_p``, ``infill``,
+        ``time_grid``, ``decode``, the sampler's own options)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -173,6 +176,7 @@ class DiffusionLM(L.LightningModule):
                 prompt=prompt,
                 generator=generator,
                 device=self.device,
+                **options,
             ).tokens
         finally:
             self.model.train(was_training)

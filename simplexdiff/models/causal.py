@@ -22,6 +22,7 @@ class CausalTransformer(nn.Module):
     """Decoder-only transformer: position ``l`` sees inputs ``<= l`` only."""
 
     causal = True
+    time_conditioned = False  # reads no time: samplers may reuse its predictions
 
     def __init__(
         self,

@@ -3,7 +3,9 @@
 ``DiT(vocab_size, ...)(inputs, t) -> logits [B, L, V]`` where ``inputs`` are ids ``[B, L]`` (values in
 ``[0, vocab_size]``; id ``vocab_size`` is the MASK of masked diffusion) or simplex points
 ``[B, L, V]``. The embedding has ``V + 1`` rows so every path can share one backbone; the output head
-predicts the ``V`` real tokens only.
+predicts the ``V`` real tokens only. With ``time_conditioning=False`` the model reads no time (MDLM
+finds masked diffusion needs none): the condition is the time MLP's output at ``t = 0``, a learned
+constant, and samplers may reuse a prediction while the state is unchanged (``cached``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class DiT(nn.Module):
         max_len: int = 256,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        time_conditioning: bool = True,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -40,7 +43,9 @@ class DiT(nn.Module):
             max_len=max_len,
             mlp_ratio=mlp_ratio,
             dropout=dropout,
+            time_conditioning=time_conditioning,
         )
+        self.time_conditioned = time_conditioning
         self.vocab_size, self.max_len = vocab_size, max_len
         self.embed = TokenEmbedding(vocab_size + 1, d_model)
         self.pos = nn.Parameter(torch.zeros(max_len, d_model))
@@ -67,7 +72,7 @@ class DiT(nn.Module):
                 f"sequence length {length} exceeds the model's max_len {self.max_len}"
             )
         x = self.embed(inputs) + self.pos[:length]
-        cond = self.time(t)
+        cond = self.time(t if self.time_conditioned else torch.zeros_like(t))
         for block in self.blocks:
             x = block(x, cond)
         shift, scale = self.final_modulation(nn.functional.silu(cond))[:, None].chunk(2, -1)

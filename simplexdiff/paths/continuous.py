@@ -80,6 +80,10 @@ class ContinuousPath(Path):
     def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
         """Follow ``velocity`` for time ``h`` (the exponential map of the path's geometry)."""
 
+    def transport(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        """Carry a tangent vector at ``x`` to ``y`` (identity on the flat simplex)."""
+        return u
+
     @abstractmethod
     def sq_norm(self, u: Tensor) -> Tensor:
         """Squared norm of a tangent vector in the path's metric, over the last axis."""

@@ -20,6 +20,7 @@ from simplexdiff.geometry import (
     log_to_vertices,
     project_to_orthant,
     to_simplex,
+    transp,
     uniform_orthant,
 )
 from simplexdiff.paths.continuous import ContinuousPath
@@ -45,6 +46,9 @@ class FisherRao(ContinuousPath):
 
     def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
         return project_to_orthant(expmap(state, h * velocity))
+
+    def transport(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        return transp(x, y, u)
 
     def sq_norm(self, u: Tensor) -> Tensor:
         return fisher_rao_inner(u, u)

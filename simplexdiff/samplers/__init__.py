@@ -1,6 +1,20 @@
-"""One sampler interface for every path: ``sample(denoiser, path, num_samples, length, steps, ...)``."""
+"""One sampler interface for every path: ``sample(denoiser, path, num_samples, length, steps, ...)``.
 
-from simplexdiff.samplers import discrete  # noqa: F401  (registers the discrete steps)
-from simplexdiff.samplers.sample import SAMPLERS, SampleOutput, Sampler, register, sample
+Steps: ``euler``, ``midpoint`` (continuous); ``ancestral``, ``cached`` (discrete and AR);
+``remask``, ``semi_ar``, ``confidence`` (masked).
+"""
 
-__all__ = ["SAMPLERS", "SampleOutput", "Sampler", "register", "sample"]
+from simplexdiff.samplers import continuous, discrete  # noqa: F401  (register the steps)
+from simplexdiff.samplers.base import SAMPLERS, Sampler, StepContext, register
+from simplexdiff.samplers.logits import shape_logits
+from simplexdiff.samplers.sample import SampleOutput, sample
+
+__all__ = [
+    "SAMPLERS",
+    "SampleOutput",
+    "Sampler",
+    "StepContext",
+    "register",
+    "sample",
+    "shape_logits",
+]

@@ -1,64 +1,113 @@
-"""The shared sampling loop: the loop owns the time grid, conditioning and bookkeeping; each path
-family contributes only its step, looked up by name in ``SAMPLERS``.
+"""The shared sampling loop: one interface for every path and any denoiser.
 
-A step is ``step(path, state, logits, t, t_next, generator) -> state`` for a grid ``0 = t_0 < ... <
-t_N = 1`` (``t = 1`` is data). Conditioned positions (``prompt``) are clamped by the path after
-every step, so they never change.
+``sample(denoiser, path, num_samples, length, steps, sampler=...)`` runs the named step of
+``SAMPLERS`` over a time grid from ``t = 0`` (the path's prior) to ``t = 1`` (data). The loop owns:
+
+* the grid (uniform, or ``time_grid``: any increasing times from 0 to 1);
+* conditioning: a ``prompt`` prefix and an ``infill`` pattern (ids where held fixed, ``-1`` where
+  generated); the path clamps conditioned positions (continuous paths: to their vertex) after
+  every step, so they never change;
+* the x1 prediction handed to steps: ``temperature``, ``top_k``, ``top_p`` applied to the logits,
+  denoiser calls counted (``nfe``) and, for a caching sampler, reused while the state is unchanged;
+* the final decode: ``"argmax"`` of the final state, or ``"sample"``: a draw from the last
+  prediction (continuous paths; discrete states are tokens already);
+* seeding: every draw comes from ``generator``, so a seed gives bit-identical samples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
 from simplexdiff.paths.base import Denoiser, Path
-from simplexdiff.registry import Registry
+from simplexdiff.paths.discrete import categorical
+from simplexdiff.samplers.base import SAMPLERS, Sampler, StepContext
+from simplexdiff.samplers.logits import check_shaping, shape_logits
 
-Step = Callable[..., Tensor]
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """A named step and the path families it applies to."""
-
-    step: Step
-    families: tuple[str, ...]
-
-
-SAMPLERS: Registry[Sampler] = Registry("sampler")
-
-
-def register(name: str, families: tuple[str, ...]) -> Callable[[Step], Step]:
-    def add(step: Step) -> Step:
-        sampler = Sampler(step, families)
-        SAMPLERS.register(name)(lambda: sampler)
-        return step
-
-    return add
-
-
-@register("euler", families=("continuous",))
-def euler(
-    path: Path,
-    state: Tensor,
-    logits: Tensor,
-    t: Tensor,
-    t_next: Tensor,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Euler step of the x1-prediction field with the path's exponential map."""
-    return path.euler_step(state, logits, t, t_next)  # type: ignore[attr-defined]
+DECODES = ("argmax", "sample")
 
 
 @dataclass
 class SampleOutput:
     tokens: Tensor  # LongTensor [num_samples, length]
     nfe: int  # number of denoiser calls
-    trajectory: list[Tensor] | None = None  # states after each step, when asked
+    trajectory: list[Tensor] | None = None  # the state before the first and after every step
+
+
+class Predictor:
+    """Calls the denoiser on a state, shapes its logits, counts calls, optionally caches."""
+
+    def __init__(self, denoiser: Denoiser, path: Path, cache: bool, **shaping: Any) -> None:
+        self.denoiser, self.path, self.cache, self.shaping = denoiser, path, cache, shaping
+        self.calls = 0
+        self.last_state: Tensor | None = None
+        self.last_logits: Tensor | None = None
+
+    def __call__(self, state: Tensor, t: Tensor) -> Tensor:
+        if self.cache and self.last_state is not None and torch.equal(state, self.last_state):
+            return self.last_logits  # type: ignore[return-value]
+        times = torch.as_tensor(t, device=state.device, dtype=torch.float32).expand(state.shape[0])
+        logits = shape_logits(self.denoiser(self.path.model_input(state), times), **self.shaping)
+        self.calls += 1
+        self.last_state, self.last_logits = state, logits
+        return logits
+
+
+def resolve(sampler: str | None, path: Path, denoiser: Denoiser) -> Sampler:
+    """The sampler by name (``None``: the path's default), checked against the path and denoiser."""
+    name = sampler or path.default_sampler
+    chosen = SAMPLERS.build(name)
+    if not chosen.fits(path):
+        usable = [n for n in SAMPLERS.names() if SAMPLERS.build(n).fits(path)]
+        raise ConfigError(
+            f"sampler {name!r} does not apply to the {path.family} path {path.registry_name!r}; "
+            f"use one of: {', '.join(usable)}"
+        )
+    if chosen.cache and getattr(denoiser, "time_conditioned", True):
+        raise ConfigError(
+            f"sampler {name!r} reuses predictions while the state is unchanged, which needs a "
+            "denoiser that ignores time (e.g. DiT(time_conditioning=False)); use 'ancestral'"
+        )
+    return chosen
+
+
+def time_grid_for(steps: int, time_grid: Tensor | None, device: Any) -> Tensor:
+    if time_grid is None:
+        return torch.linspace(0, 1, steps + 1, device=device)
+    grid = torch.as_tensor(time_grid, dtype=torch.float32, device=device).flatten()
+    if len(grid) != steps + 1 or grid[0] != 0 or grid[-1] != 1 or not (grid.diff() > 0).all():
+        raise ConfigError(f"time_grid must increase from 0 to 1 in {steps + 1} points")
+    return grid
+
+
+def conditioning(
+    path: Path,
+    num_samples: int,
+    length: int,
+    prompt: Tensor | None,
+    infill: Tensor | None,
+    device: Any,
+) -> tuple[Tensor, Tensor]:
+    """``(fixed [B, L] bool, ids [B, L])`` from a prompt prefix and an infill pattern."""
+    ids = torch.full((num_samples, length), -1, dtype=torch.long, device=device)
+    if infill is not None:
+        infill = torch.as_tensor(infill, device=device).long()
+        if infill.shape[-1] != length:
+            raise ConfigError(f"infill has {infill.shape[-1]} positions, not length {length}")
+        ids = infill.expand(num_samples, length).clone()
+    if prompt is not None:
+        prompt = torch.as_tensor(prompt, device=device).long().expand(num_samples, -1)
+        if prompt.shape[1] > length:
+            raise ConfigError(f"prompt of {prompt.shape[1]} tokens is longer than length {length}")
+        ids[:, : prompt.shape[1]] = prompt
+    fixed = ids >= 0
+    if (ids >= path.vocab_size).any() or (ids < -1).any():
+        raise ConfigError(f"prompt / infill ids must lie in [0, {path.vocab_size}) (-1: free)")
+    return fixed, ids.clamp_min(0)
 
 
 @torch.no_grad()
@@ -69,47 +118,61 @@ def sample(
     length: int,
     steps: int,
     sampler: str | None = None,
+    *,
+    time_grid: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
     prompt: Tensor | None = None,
+    infill: Tensor | None = None,
+    decode: str = "argmax",
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     return_trajectory: bool = False,
+    **options: Any,
 ) -> SampleOutput:
-    """Draw ``num_samples`` sequences of ``length`` tokens in ``steps`` denoiser calls.
+    """Draw ``num_samples`` sequences of ``length`` tokens in ``steps`` steps of ``sampler``.
 
-    ``prompt`` is a LongTensor ``[P]`` or ``[num_samples, P]`` of ids held fixed at the start of
-    every sequence. ``device`` defaults to the denoiser's parameters' device when it has any.
-    ``sampler=None`` takes the path's ``default_sampler``.
+    ``denoiser`` is any callable ``(inputs, t) -> logits [B, L, V]``; ``sampler=None`` takes the
+    path's ``default_sampler``; ``options`` are the sampler's own (e.g. ``block_length`` for
+    ``semi_ar``, ``threshold`` for ``confidence``). ``device`` defaults to the denoiser's.
     """
-    sampler = sampler or path.default_sampler
-    chosen = SAMPLERS.build(sampler)
-    if path.family not in chosen.families:
-        usable = [n for n in SAMPLERS.names() if path.family in SAMPLERS.build(n).families]
+    chosen = resolve(sampler, path, denoiser)
+    unknown = set(options) - set(chosen.options)
+    if unknown:
         raise ConfigError(
-            f"sampler {sampler!r} does not apply to the {path.family} path "
-            f"{path.registry_name!r}; use one of: {', '.join(usable)}"
+            f"unknown option(s) {sorted(unknown)} for this sampler; "
+            f"known: {sorted(chosen.options) or 'none'}"
         )
     if steps < 1 or num_samples < 1 or length < 1:
         raise ConfigError("steps, num_samples and length must be positive")
+    if decode not in DECODES:
+        raise ConfigError(f"unknown decode {decode!r}; known: {', '.join(DECODES)}")
+    check_shaping(temperature, top_k, top_p)
     if device is None and isinstance(denoiser, torch.nn.Module):
         device = next(denoiser.parameters()).device
-    fixed = torch.zeros(num_samples, length, dtype=torch.bool, device=device)
-    fixed_ids = torch.zeros(num_samples, length, dtype=torch.long, device=device)
-    if prompt is not None:
-        prompt = torch.as_tensor(prompt, device=device).long().expand(num_samples, -1)
-        if prompt.shape[1] > length:
-            raise ConfigError(f"prompt of {prompt.shape[1]} tokens is longer than length {length}")
-        if prompt.numel() and (prompt.min() < 0 or prompt.max() >= path.vocab_size):
-            raise ConfigError(f"prompt ids must lie in [0, {path.vocab_size})")
-        fixed[:, : prompt.shape[1]] = True
-        fixed_ids[:, : prompt.shape[1]] = prompt
+    fixed, fixed_ids = conditioning(path, num_samples, length, prompt, infill, device)
+    predict = Predictor(
+        denoiser, path, chosen.cache, temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    ctx = StepContext(
+        path=path,
+        predict=predict,
+        grid=time_grid_for(steps, time_grid, device),
+        index=0,
+        free=~fixed,
+        generator=generator,
+        options={**chosen.options, **options},
+    )
     state = path.clamp(path.prior(num_samples, length, generator, device), fixed, fixed_ids)
-    grid = torch.linspace(0, 1, steps + 1, device=device)
     trajectory = [state] if return_trajectory else None
     for i in range(steps):
-        t = grid[i].expand(num_samples)
-        logits = denoiser(path.model_input(state), t)
-        state = chosen.step(path, state, logits, grid[i], grid[i + 1], generator)
-        state = path.clamp(state, fixed, fixed_ids)
+        ctx.index = i
+        state = path.clamp(chosen.step(ctx, state), fixed, fixed_ids)
         if trajectory is not None:
             trajectory.append(state)
-    return SampleOutput(tokens=path.decode(state), nfe=steps, trajectory=trajectory)
+    tokens = path.decode(state)
+    if decode == "sample" and path.family == "continuous" and predict.last_logits is not None:
+        drawn = categorical(torch.softmax(predict.last_logits.double(), -1), generator)
+        tokens = torch.where(fixed, fixed_ids, drawn)
+    return SampleOutput(tokens=tokens, nfe=predict.calls, trajectory=trajectory)
