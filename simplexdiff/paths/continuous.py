@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.geometry import one_hot
+from simplexdiff.geometry import one_hot, project_to_simplex
 from simplexdiff.paths.base import Denoiser, LossOutput, Path, cross_entropy
 from simplexdiff.paths.schedules import SCHEDULES
 
@@ -139,3 +139,20 @@ def _inverse(schedule, s: float, iters: int = 60) -> float:
         else:
             hi = mid
     return lo
+
+
+class FlatSimplexPath(ContinuousPath):
+    """A continuous path on the flat simplex chart (Euclidean metric): the state is the probability
+    vector itself, an Euler move is a straight step projected back onto the simplex."""
+
+    def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
+        return project_to_simplex(state + h * velocity)
+
+    def sq_norm(self, u: Tensor) -> Tensor:
+        return u.square().sum(-1)
+
+    def vertex(self, ids: Tensor) -> Tensor:
+        return self._one_hot(ids)
+
+    def model_input(self, state: Tensor) -> Tensor:
+        return state

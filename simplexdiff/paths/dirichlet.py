@@ -46,8 +46,8 @@ from scipy import special
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.geometry import dirichlet_ones, project_to_simplex
-from simplexdiff.paths.continuous import ContinuousPath
+from simplexdiff.geometry import dirichlet_ones
+from simplexdiff.paths.continuous import FlatSimplexPath
 
 DEFAULT_ALPHA_MAX = 50.0
 
@@ -141,7 +141,7 @@ def transport(
     return y, r
 
 
-class DirichletPath(ContinuousPath):
+class DirichletPath(FlatSimplexPath):
     """Dirichlet flow matching on the flat simplex; ``alpha_max``: concentration at ``s = 1``."""
 
     def __init__(
@@ -213,18 +213,6 @@ class DirichletPath(ContinuousPath):
         pc = probs * self._back(c, probs)
         v = pc - pc.sum(-1, keepdim=True) * state.to(probs.dtype)
         return rate[..., None] * v
-
-    def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
-        return project_to_simplex(state + h * velocity)
-
-    def sq_norm(self, u: Tensor) -> Tensor:
-        return u.square().sum(-1)
-
-    def vertex(self, ids: Tensor) -> Tensor:
-        return self._one_hot(ids)
-
-    def model_input(self, state: Tensor) -> Tensor:
-        return state
 
     @staticmethod
     def _back(a: np.ndarray, like: Tensor) -> Tensor:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from simplexdiff.geometry import dirichlet_ones, project_to_simplex
-from simplexdiff.paths.continuous import ContinuousPath
+from simplexdiff.geometry import dirichlet_ones
+from simplexdiff.paths.continuous import FlatSimplexPath
 
 
-class LinearSimplex(ContinuousPath):
+class LinearSimplex(FlatSimplexPath):
     """Straight lines on the flat simplex."""
 
     def prior(
@@ -32,15 +32,3 @@ class LinearSimplex(ContinuousPath):
 
     def field(self, state: Tensor, probs: Tensor, t: Tensor) -> Tensor:
         return (probs - state) / (1 - t[..., None])
-
-    def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
-        return project_to_simplex(state + h * velocity)
-
-    def sq_norm(self, u: Tensor) -> Tensor:
-        return u.square().sum(-1)
-
-    def vertex(self, ids: Tensor) -> Tensor:
-        return self._one_hot(ids)
-
-    def model_input(self, state: Tensor) -> Tensor:
-        return state
