@@ -26,9 +26,8 @@ def _field(ctx: StepContext, state: Tensor, t: Tensor) -> Tensor:
 @register("euler", applies_to=("continuous",))
 def euler(ctx: StepContext, state: Tensor) -> Tensor:
     """One Euler step of the x1-prediction field with the path's exponential map."""
-    path = ctx.path
-    h = path.schedule(ctx.t_next) - path.schedule(ctx.t)  # type: ignore[attr-defined]
-    return path.move(state, _field(ctx, state, ctx.t), h)  # type: ignore[attr-defined]
+    logits = ctx.predict(state, ctx.t)
+    return ctx.path.euler_step(state, logits, ctx.t, ctx.t_next)  # type: ignore[attr-defined]
 
 
 @register("midpoint", applies_to=("continuous",))
