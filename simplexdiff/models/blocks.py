@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simplexdiff.errors import ConfigError
+
 
 class TimeEmbedding(nn.Module):
     """Sinusoidal features of ``t in [0, 1]`` (frequencies up to 1000/2pi cycles) and an MLP."""
@@ -98,3 +100,23 @@ class TokenEmbedding(nn.Module):
             v = inputs.shape[-1]
             return inputs.to(self.weight.dtype) @ self.weight[:v]
         return F.embedding(inputs, self.weight)
+
+
+class SequenceInput(nn.Module):
+    """What both backbones read first: ``TokenEmbedding`` with ``V + 1`` rows (id ``V`` is MASK or
+    BOS) plus learned positions, refusing sequences longer than ``max_len``."""
+
+    def __init__(self, vocab_size: int, d_model: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.embed = TokenEmbedding(vocab_size + 1, d_model)
+        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        length = inputs.shape[1]
+        if length > self.max_len:
+            raise ConfigError(
+                f"sequence length {length} exceeds the model's max_len {self.max_len}"
+            )
+        return self.embed(inputs) + self.pos[:length]

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from simplexdiff.errors import ConfigError
-from simplexdiff.models.blocks import Block, TokenEmbedding
+from simplexdiff.models.blocks import Block, SequenceInput
 
 
 class CausalTransformer(nn.Module):
@@ -45,9 +43,7 @@ class CausalTransformer(nn.Module):
             dropout=dropout,
         )
         self.vocab_size, self.max_len = vocab_size, max_len
-        self.embed = TokenEmbedding(vocab_size + 1, d_model)
-        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
-        nn.init.normal_(self.pos, std=0.02)
+        self.input = SequenceInput(vocab_size, d_model, max_len)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=None, causal=True)
             for _ in range(n_layers)
@@ -61,12 +57,7 @@ class CausalTransformer(nn.Module):
         return {"name": "causal", **self.options}
 
     def forward(self, inputs: Tensor, t: Tensor | None = None) -> Tensor:
-        length = inputs.shape[1]
-        if length > self.max_len:
-            raise ConfigError(
-                f"sequence length {length} exceeds the model's max_len {self.max_len}"
-            )
-        x = self.embed(inputs) + self.pos[:length]
+        x = self.input(inputs)
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))

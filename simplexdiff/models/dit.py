@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from simplexdiff.errors import ConfigError
-from simplexdiff.models.blocks import Block, TimeEmbedding, TokenEmbedding
+from simplexdiff.models.blocks import Block, SequenceInput, TimeEmbedding
 
 
 class DiT(nn.Module):
@@ -47,9 +46,7 @@ class DiT(nn.Module):
         )
         self.time_conditioned = time_conditioning
         self.vocab_size, self.max_len = vocab_size, max_len
-        self.embed = TokenEmbedding(vocab_size + 1, d_model)
-        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
-        nn.init.normal_(self.pos, std=0.02)
+        self.input = SequenceInput(vocab_size, d_model, max_len)
         self.time = TimeEmbedding(d_model)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=d_model) for _ in range(n_layers)
@@ -66,12 +63,7 @@ class DiT(nn.Module):
         return {"name": "dit", **self.options}
 
     def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
-        length = inputs.shape[1]
-        if length > self.max_len:
-            raise ConfigError(
-                f"sequence length {length} exceeds the model's max_len {self.max_len}"
-            )
-        x = self.embed(inputs) + self.pos[:length]
+        x = self.input(inputs)
         cond = self.time(t if self.time_conditioned else torch.zeros_like(t))
         for block in self.blocks:
             x = block(x, cond)
