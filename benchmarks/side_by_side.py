@@ -6,7 +6,10 @@ machine, one after the other in one run, then its test-split likelihood bound is
 For each ``recipes/text8/NAME.yaml``: a short timing of its training step sets ``max_steps`` (30%
 above what the budget allows, so the warm-up + cosine learning-rate schedule is most of the way
 down when ``max_time`` stops training at the budget). Then ``sd.eval.likelihood`` scores the first
-``--eval-sequences`` test chunks (``num_t`` stratified times per sequence for NELBO bounds).
+``--eval-sequences`` test chunks (``num_t`` stratified times per sequence for NELBO bounds; the
+continuous paths' dequantized flow bound with ``--ode-steps``), and ``--samples`` samples at
+``--sample-steps`` are measured under the AR recipe's checkpoint (the reference). Training comes
+first for every recipe, evaluation after; ``--eval-only`` re-evaluates the rows of ``--out``.
 Writes JSON and a Markdown table.
 """
 
@@ -21,6 +24,8 @@ import torch
 
 import simplexdiff as sd
 from simplexdiff.cli import build, machine, train
+from simplexdiff.eval import sample_metrics, train_reference
+from simplexdiff.eval.samples import draw_samples
 from simplexdiff.lightning import stratified_times
 from simplexdiff.recipe import load_recipe
 
@@ -43,17 +48,8 @@ def step_seconds(cfg, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipes", nargs="+", default=["ar", "masked", "uniform"])
-    p.add_argument("--minutes", type=float, default=15.0)
-    p.add_argument("--eval-sequences", type=int, default=256)
-    p.add_argument("--num-t", type=int, default=16)
-    p.add_argument("--out", default="benchmarks/results/side_by_side.json")
-    p.add_argument("--runs", default="runs/side_by_side")
-    p.add_argument("overrides", nargs="*", help="dotlist applied to every recipe")
-    args = p.parse_args()
-    budget = 60 * args.minutes
+def train_rows(args, budget: float) -> list[dict]:
+    """Train each recipe for the budget, one after the other; rows of what ran."""
     hms = time.strftime("%H:%M:%S", time.gmtime(budget))
     rows = []
     for name in args.recipes:
@@ -63,70 +59,126 @@ def main() -> None:
         # plan 30% more steps than the probe predicts, so the wall-clock cap is what stops training
         # (a short probe overestimated the step time by ~15% here: runs ended early on max_steps)
         steps = max(10, int(1.3 * budget / per_step))
-        cfg = load_recipe(
-            recipe,
-            [
-                f"out_dir={args.runs}/{name}",
-                f"trainer.max_time=00:{hms}",
-                f"trainer.max_steps={steps}",
-                *args.overrides,
-            ],
-        )
+        overrides = [f"trainer.max_time=00:{hms}", f"trainer.max_steps={steps}"]
+        cfg = load_recipe(recipe, [f"out_dir={args.runs}/{name}", *overrides, *args.overrides])
         print(f"== {name}: {per_step:.2f} s/step measured, max_steps {steps}, budget {hms}")
         result = train(cfg)
-        lm = sd.DiffusionLM.load(result["checkpoint"])
-        dm = sd.data.TextDataModule(**cfg.data)
-        tokens = dm.split("test")[: args.eval_sequences]
-        row = {
-            "recipe": str(recipe),
-            "path": lm.path.config(),
-            "steps": result["steps"],
-            "train_seconds": result["train_seconds"],
-            "planned_steps": steps,
-            "seconds_per_step_measured": per_step,
-            "checkpoint": result["checkpoint"],
-            "samples": result["samples"],
-            "seed": cfg.seed,
-        }
-        if lm.path.bound is None:
-            row |= {"bound": None, "test_bpc": None, "val_x1_ce_bits": result.get("val_x1_ce_bits")}
-        else:
-            gen = torch.Generator().manual_seed(cfg.seed)
-            stats = sd.eval.likelihood(lm, tokens, num_t=args.num_t, generator=gen)
-            row |= {
-                "bound": stats["bound"],
-                "test_bpc": stats["bpc"],
-                "test_bpc_stderr": stats["bpc_stderr"],
-                "num_t": stats["num_t"],
-                "eval_tokens": stats["num_tokens"],
+        rows.append(
+            {
+                "recipe": str(recipe),
+                "steps": result["steps"],
+                "train_seconds": result["train_seconds"],
+                "planned_steps": steps,
+                "seconds_per_step_measured": per_step,
+                "checkpoint": result["checkpoint"],
+                "seed": cfg.seed,
+                "data": dict(cfg.data),
             }
-        rows.append(row)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "machine": machine(),
-            "budget_seconds": budget,
-            "split": "test",
-            "eval_sequences": args.eval_sequences,
-            "rows": rows,
+        )
+        write(args, budget, rows)
+    return rows
+
+
+def evaluate(row: dict, args, reference) -> dict:
+    """The test-split bound (every family's strongest valid one) and sample metrics at
+    ``--sample-steps`` with the path's default sampler, under the AR ``reference``."""
+    lm = sd.DiffusionLM.load(row["checkpoint"])
+    data = row.get("data") or {"corpus": "text8", "seq_len": 256}
+    dm = sd.data.TextDataModule(corpus=data["corpus"], seq_len=data["seq_len"])
+    tokens = dm.split("test")[: args.eval_sequences]
+    gen = torch.Generator().manual_seed(row["seed"])
+    start = time.perf_counter()
+    if row.get("bound") == lm.path.bound and row.get("test_bpc") is not None:  # measured already
+        stats = {
+            "bound": row["bound"],
+            "bpc": row["test_bpc"],
+            "bpc_stderr": row["test_bpc_stderr"],
+            "settings": row.get("bound_settings", {"num_t": row.get("num_t")}),
+            "num_tokens": row["eval_tokens"],
         }
-        Path(args.out).write_text(
-            json.dumps(report, indent=2)
-        )  # after each row: a crash keeps some
+    else:
+        stats = sd.eval.likelihood(
+            lm, tokens, num_t=args.num_t, batch_size=32, generator=gen, ode_steps=args.ode_steps
+        )
+    texts, nfe, sample_seconds = draw_samples(
+        lm, args.samples, data["seq_len"], args.sample_steps, seed=row["seed"]
+    )
+    train_ref = train_reference(data["corpus"])
+    return row | {
+        "path": lm.path.config(),
+        "bound": stats["bound"],
+        "test_bpc": stats["bpc"],
+        "test_bpc_stderr": stats["bpc_stderr"],
+        "bound_settings": stats["settings"],
+        "eval_tokens": stats["num_tokens"],
+        "bound_seconds": round(time.perf_counter() - start - sample_seconds, 1),
+        "sampler": lm.path.default_sampler,
+        "sample_steps": args.sample_steps,
+        "sample_nfe": nfe,
+        "sample_metrics": sample_metrics(texts, train_ref, reference),
+        "samples": texts[:2],
+    }
+
+
+def write(args, budget: float, rows: list[dict]) -> None:
+    report = {
+        "machine": machine(),
+        "torch_threads": torch.get_num_threads(),
+        "budget_seconds": budget,
+        "split": "test",
+        "eval_sequences": args.eval_sequences,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))  # after each row: a crash keeps some
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--recipes", nargs="+", default=["ar", "masked", "uniform", "fisher_rao", "linear"]
+    )
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--eval-sequences", type=int, default=256)
+    p.add_argument("--num-t", type=int, default=16, help="NELBO times per sequence")
+    p.add_argument("--ode-steps", type=int, default=32, help="continuous paths' bound")
+    p.add_argument("--samples", type=int, default=16, help="samples for the sample metrics")
+    p.add_argument("--sample-steps", type=int, default=128)
+    p.add_argument("--eval-only", action="store_true", help="evaluate the rows of --out again")
+    p.add_argument("--out", default="benchmarks/results/side_by_side.json")
+    p.add_argument("--runs", default="runs/side_by_side")
+    p.add_argument("overrides", nargs="*", help="dotlist applied to every recipe")
+    args = p.parse_args()
+    if args.eval_only:
+        saved = json.loads(Path(args.out).read_text())
+        budget, rows = saved["budget_seconds"], saved["rows"]
+    else:
+        budget = 60 * args.minutes
+        rows = train_rows(args, budget)
+    ar = [r for r in rows if Path(r["recipe"]).stem == "ar"]
+    reference = sd.DiffusionLM.load(ar[0]["checkpoint"]) if ar else None
+    for i, row in enumerate(rows):
+        rows[i] = evaluate(row, args, reference)
+        write(args, budget, rows)
+        print(f"== evaluated {Path(row['recipe']).stem}: {rows[i]['test_bpc']:.3f} bits/char")
     lines = [
-        "| recipe | bound | test bpc | ± (1 s.e.) | steps | train s |",
-        "|---|---|---|---|---|---|",
+        "| recipe | bound | test bpc | ± 1 s.e. | steps | train s | ref-AR bpc of samples | "
+        "sample entropy | word validity |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        bpc = "n/a" if r["test_bpc"] is None else f"{r['test_bpc']:.3f}"
-        se = "" if r["test_bpc"] is None else f"{r['test_bpc_stderr']:.3f}"
+        m = r["sample_metrics"]
         lines.append(
-            f"| {Path(r['recipe']).stem} | {r['bound']} | {bpc} | {se} | {r['steps']} | "
-            f"{r['train_seconds']:.0f} |"
+            f"| {Path(r['recipe']).stem} | {r['bound']} | {r['test_bpc']:.3f} | "
+            f"{r['test_bpc_stderr']:.3f} | {r['steps']} | {r['train_seconds']:.0f} | "
+            f"{m.get('reference_bpc', float('nan')):.3f} | {m['unigram_entropy']:.3f} | "
+            f"{m['word_validity']:.3f} |"
         )
     table = "\n".join(lines)
     Path(args.out).with_suffix(".md").write_text(
-        f"Machine: {machine()}\n\nBudget {hms} each, test split first {args.eval_sequences} "
-        f"chunks\n\n{table}\n"
+        f"Machine: {machine()}\n\nBudget {budget / 60:.0f} min each, test split first "
+        f"{args.eval_sequences} chunks; samples: {args.samples} x {args.sample_steps} steps, "
+        f"default sampler\n\n{table}\n"
     )
     print(table)
 

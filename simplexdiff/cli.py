@@ -1,10 +1,12 @@
-"""Command line: ``simplexdiff train RECIPE [key=value ...]`` and ``simplexdiff sample CKPT``.
+"""Command line: ``simplexdiff train RECIPE [key=value ...]``, ``simplexdiff eval CKPT`` and
+``simplexdiff sample CKPT``.
 
 Recipes become objects only through the registries (no imports or ``eval`` from strings)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -17,8 +19,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from simplexdiff.data import TextDataModule
-from simplexdiff.errors import CheckpointError, SimplexdiffError
+from simplexdiff.data import TextDataModule, resolve_corpus
+from simplexdiff.errors import CheckpointError, ConfigError, SimplexdiffError
+from simplexdiff.eval import likelihood, sample_metrics, train_reference
+from simplexdiff.eval.samples import draw_samples
 from simplexdiff.lightning import DiffusionLM
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS
@@ -59,6 +63,11 @@ VALIDATION_REPORT = {
         "validation NELBO bound (continuous-time, stratified t; an upper bound on the NLL)",
     ),
     "exact_nll": ("val/bpc", "validation exact NLL"),
+    "dequantized_flow_bound": (
+        "val/bpc",
+        "validation dequantized flow bound (first batch, one draw, 16 ODE steps; an upper bound "
+        "on the NLL of flow-then-decode)",
+    ),
 }
 
 
@@ -111,6 +120,7 @@ def train(cfg: DictConfig) -> dict:
         devices=tc.devices,
         strategy=tc.strategy,
         gradient_clip_val=tc.gradient_clip_val,
+        inference_mode=False,  # continuous paths' val/bpc differentiates the field (divergence)
         callbacks=callbacks,
         logger=logger,
         enable_model_summary=False,
@@ -150,6 +160,9 @@ def train(cfg: DictConfig) -> dict:
         f"{label}: {val[key]:.3f} bits/char; uniform baseline log2({dm.tokenizer.vocab_size})"
         f" = {uniform_bits:.3f}"
     )
+    if key != "val/x1_ce_bits" and "val/x1_ce_bits" in val:
+        x1_key, x1_label = VALIDATION_REPORT[None]
+        print(f"{x1_label}: {val[x1_key]:.3f} bits/char")
     print(f"samples ({sampler}, {sc.steps} steps):")
     for s in samples:
         print(f"  {s!r}")
@@ -177,12 +190,248 @@ def sample_command(args: argparse.Namespace) -> None:
         print(text)
 
 
+# --- eval ---------------------------------------------------------------------------------------
+BOUND_NAMES = {
+    "exact_nll": "exact NLL",
+    "nelbo": "continuous-time NELBO (stratified t; an upper bound on the NLL)",
+    "dequantized_flow_bound": "dequantized flow bound (ODE log-density + kernel dequantization; "
+    "an upper bound on the NLL of flow-then-decode)",
+}
+SPLIT_NAMES = {"val": "validation"}
+
+
+def eval_data(
+    lm: DiffusionLM, checkpoint: str, data: str | None, seq_len: int | None = None
+) -> TextDataModule:
+    """The data to score ``lm`` on: the checkpoint's training data (its stored ``TextDataModule``
+    config, else the ``results.json`` training wrote beside it), or the text file ``data``, cut
+    into chunks of ``seq_len`` (default: the training ``seq_len``, else the model's ``max_len``),
+    always read with the checkpoint's tokenizer."""
+    cfg = dict(lm.data_config or {})
+    if not cfg:  # checkpoints written before the data config was stored
+        for results in (Path(checkpoint).parent, Path(checkpoint).parent.parent):
+            try:
+                recipe = json.loads((results / "results.json").read_text())["recipe"]
+                cfg = {k: recipe["data"].get(k) for k in ("corpus", "seq_len", "cache_dir")}
+                break
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+    if data is not None:
+        cfg["corpus"] = data
+    if "corpus" not in cfg:
+        raise CheckpointError(
+            f"{checkpoint} records no training data; name the text to score with --data FILE"
+        )
+    seq_len = seq_len or cfg.get("seq_len") or lm.model.config().get("max_len")
+    if not seq_len:
+        raise CheckpointError(f"{checkpoint} records no sequence length for its data")
+    tokenizer = lm.tokenizer or cfg.get("tokenizer")
+    dm = TextDataModule(
+        corpus=cfg["corpus"], seq_len=seq_len, tokenizer=tokenizer, cache_dir=cfg.get("cache_dir")
+    )
+    if dm.tokenizer.vocab_size != lm.path.vocab_size:
+        raise CheckpointError(
+            f"vocabulary mismatch: checkpoint {checkpoint} has {lm.path.vocab_size} symbols but "
+            f"the data's tokenizer has {dm.tokenizer.vocab_size}"
+        )
+    max_len = lm.model.config().get("max_len")
+    if max_len is not None and seq_len > max_len:
+        raise ConfigError(f"--seq-len {seq_len} exceeds the model's max_len {max_len}")
+    return dm
+
+
+def _row(label: str, value: str) -> str:
+    return f"  {label:<20} {value}"
+
+
+def eval_command(args: argparse.Namespace) -> dict:
+    """Score a checkpoint on the first ``--sequences`` chunks of a split with its strongest
+    likelihood bound, optionally draw samples and measure them; print a table, write JSON."""
+    for name in ("sequences", "samples"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name} must not be negative")
+    for name in ("num_t", "batch_size", "steps", "length", "seq_len", "ode_steps", "probes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if args.reference and not args.samples:
+        raise ConfigError("--reference scores samples: give --samples N too")
+    device = args.device
+    lm = DiffusionLM.load(args.checkpoint, map_location=device).to(device)
+    reference = None
+    if args.reference:
+        reference = DiffusionLM.load(args.reference, map_location=device).to(device)
+    if reference is not None and reference.path.family != "autoregressive":
+        raise ConfigError(
+            f"--reference must be an autoregressive ('ar') checkpoint, got path "
+            f"{reference.path.registry_name!r}"
+        )
+    dm = eval_data(lm, args.checkpoint, args.data, args.seq_len)
+    split = SPLIT_NAMES.get(args.split, args.split)
+    tokens = dm.split(split)
+    if args.sequences:
+        tokens = tokens[: args.sequences]
+    if len(tokens) == 0:
+        raise ConfigError(f"the {split} split of {dm.corpus!r} has no chunk of {dm.seq_len} chars")
+    _, location = resolve_corpus(dm.corpus)
+    data = {
+        "corpus": dm.corpus,
+        "file": str(Path(location).resolve()) if Path(location).exists() else location,
+        "split": split,
+        "sequences": len(tokens),
+        "seq_len": dm.seq_len,
+        "num_tokens": tokens.numel(),
+        "sha256": hashlib.sha256(tokens.contiguous().numpy().tobytes()).hexdigest(),
+    }
+    settings: dict = {"num_t": args.num_t, "batch_size": args.batch_size, "device": device}
+    results: dict = {
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "path": lm.path.config(),
+        "seed": args.seed,
+        "machine": machine(),
+        "data": data,
+        "settings": settings,
+    }
+    gen = torch.Generator(device).manual_seed(args.seed)
+    try:
+        stats = likelihood(
+            lm,
+            tokens,
+            num_t=args.num_t,
+            batch_size=args.batch_size,
+            generator=gen,
+            decode_time=args.decode_time,
+            ode_steps=args.ode_steps,
+            probes=args.probes,
+        )
+    except ConfigError as e:  # a path without a bound (yet)
+        results |= {"bound": None, "bound_unavailable": str(e), "metrics": {}}
+    else:
+        stats = dict(stats)
+        settings |= stats.pop("settings", None) or {}
+        results["bound"] = bound = stats.pop("bound")
+        results["bound_name"] = BOUND_NAMES.get(bound, f"{bound} bound")
+        results["metrics"] = {**stats, "ppl": math.exp(stats["nats_per_token"])}
+
+    if args.samples:
+        length = args.length or dm.seq_len
+        steps = args.steps or (length if lm.path.family == "autoregressive" else 128)
+        texts, nfe, _ = draw_samples(
+            lm, args.samples, length, steps, args.sampler, args.seed, args.batch_size
+        )
+        train_ref = train_reference(dm.corpus, str(dm.cache_dir / "datasets"))
+        results["samples"] = {
+            "num": args.samples,
+            "length": length,
+            "steps": steps,
+            "nfe": nfe,
+            "sampler": args.sampler or lm.path.default_sampler,
+            "reference": str(Path(args.reference).resolve()) if args.reference else None,
+            "metrics": sample_metrics(texts, train_ref, reference, batch_size=args.batch_size),
+            "texts": texts,
+        }
+
+    out = Path(args.out) if args.out else eval_output_file(args.checkpoint, split)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(finite_or_null(results), indent=2))
+    print_eval(results, args.checkpoint)
+    print(f"wrote {out}")
+    return results
+
+
+def finite_or_null(value):
+    """``value`` with NaN / infinite floats as ``None``: strict JSON (NaN is no JSON number)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def eval_output_file(checkpoint: str, split: str) -> Path:
+    ckpt = Path(checkpoint)
+    return ckpt.with_name(f"{ckpt.stem}.eval-{split}.json")
+
+
+def print_eval(results: dict, checkpoint: str) -> None:
+    d, p = results["data"], results["path"]
+    print(f"checkpoint {checkpoint} (path {p['name']}, {p['vocab_size']} symbols)")
+    print(
+        f"data       {d['corpus']} {d['split']} split: first {d['sequences']} chunks of "
+        f"{d['seq_len']} ({d['num_tokens']} tokens), sha256 {d['sha256'][:16]}"
+    )
+    bound, m = results["bound"], results["metrics"]
+    if bound is None:
+        print(f"bound      unavailable: {results['bound_unavailable']}")
+    else:
+        print(f"bound      {bound}: {results['bound_name']}")
+        print(_row("bits/token", f"{m['bpc']:.4f} ± {m['bpc_stderr']:.4f} (1 s.e.)"))
+        print(_row("perplexity", f"{m['ppl']:.4f}"))
+        print(_row("nats/token", f"{m['nats_per_token']:.4f}"))
+        print(_row("times per sequence", str(m.get("num_t"))))
+    if "samples" in results:
+        s = results["samples"]
+        sm = s["metrics"]
+        print(f"samples    {s['num']} x {s['length']} chars, {s['sampler']}, {s['steps']} steps")
+        print(
+            _row(
+                "unigram entropy",
+                f"{sm['unigram_entropy']:.3f} bits/char (train split "
+                f"{sm['train_unigram_entropy']:.3f})",
+            )
+        )
+        print(
+            _row(
+                "word validity",
+                f"{sm['word_validity']:.3f} ({sm['valid_words']} of {sm['num_words']} words)",
+            )
+        )
+        kls = " / ".join(f"{v:.3f}" for k, v in sm.items() if k.startswith("ngram_kl_"))
+        print(_row("n-gram KL 1/2/3", f"{kls} bits"))
+        if "reference_bpc" in sm:
+            print(
+                _row(
+                    "reference AR bpc",
+                    f"{sm['reference_bpc']:.4f} ± {sm['reference_bpc_stderr']:.4f}",
+                )
+            )
+        for text in s["texts"][:3]:
+            print(f"  {text!r}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simplexdiff", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train from a recipe")
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", help="omegaconf dotlist, e.g. trainer.max_steps=100")
+    e = sub.add_parser(
+        "eval",
+        help="likelihood bound of a checkpoint on a data split; optional sample metrics",
+        description="Score the first N chunks of a split with the path's strongest likelihood "
+        "bound (bits per token, perplexity); with --samples, also draw samples and report their "
+        "entropy, word validity, n-gram KL and (with --reference) bits per char under an AR model. "
+        "Prints a table and writes JSON.",
+    )
+    e.add_argument("checkpoint")
+    e.add_argument("--split", default="test", choices=["test", "val", "validation", "train"])
+    e.add_argument("--data", default=None, help="a text file to score instead of the training data")
+    e.add_argument("--sequences", type=int, default=256, help="first N chunks (0: all)")
+    e.add_argument("--seq-len", type=int, default=None, help="chunk length (default: training's)")
+    e.add_argument("--num-t", type=int, default=32, help="times per sequence for NELBO bounds")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--ode-steps", type=int, default=32, help="continuous paths: ODE steps")
+    e.add_argument("--decode-time", type=float, default=0.5, help="continuous paths: t*")
+    e.add_argument("--probes", type=int, default=1, help="continuous paths: Hutchinson probes")
+    e.add_argument("--samples", type=int, default=0, help="number of samples to draw and measure")
+    e.add_argument("--reference", default=None, help="an AR checkpoint to score samples with")
+    e.add_argument("--steps", type=int, default=None, help="default 128 (AR: the sample length)")
+    e.add_argument("--length", type=int, default=None, help="sample length (default: seq_len)")
+    e.add_argument("--sampler", default=None, help="default: the path's (euler / ancestral)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--out", default=None, help="JSON file (default: CKPT_STEM.eval-SPLIT.json)")
     s = sub.add_parser("sample", help="sample text from a checkpoint")
     s.add_argument("checkpoint")
     s.add_argument("--num", type=int, default=8)
@@ -202,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             train(load_recipe(args.recipe, args.overrides))
+        elif args.command == "eval":
+            eval_command(args)
         else:
             sample_command(args)
     except SimplexdiffError as e:

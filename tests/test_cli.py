@@ -70,7 +70,8 @@ def train_tiny(tmp_path, corpus, capsys, *extra):
 def test_train_then_sample(tmp_path, corpus, capsys, monkeypatch):
     monkeypatch.chdir(Path(__file__).parents[1])
     out = train_tiny(tmp_path, corpus, capsys)
-    assert "validation x1 cross-entropy" in out and "uniform baseline" in out
+    assert "validation dequantized flow bound" in out and "uniform baseline" in out
+    assert "validation x1 cross-entropy" in out
     results = json.loads((tmp_path / "runs" / "version_0" / "results.json").read_text())
     assert results["steps"] == 6 and len(results["samples"]) == 2
     ckpt = tmp_path / "runs" / "version_0" / "final.ckpt"

@@ -85,3 +85,31 @@ def test_bad_inputs_give_one_line_errors(tmp_path, cache_dir):
 
 def test_public_api_names():
     assert sd.data.TextDataModule is TextDataModule
+
+
+def test_config_rebuilds_and_a_given_tokenizer(tmp_path, cache_dir, monkeypatch):
+    """``config()`` is what checkpoints store: it rebuilds the same chunks from another folder; a
+    given tokenizer (a checkpoint's) reads other text with its alphabet, or names what it lacks."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("abc cab bca " * 30)
+    dm = TextDataModule("a.txt", seq_len=8, batch_size=4, cache_dir=cache_dir)
+    cfg = dm.config()
+    assert cfg == {
+        "corpus": str(tmp_path / "a.txt"),  # absolute: valid from any working directory
+        "seq_len": 8,
+        "tokenizer": "char",
+        "cache_dir": cache_dir,
+    }
+    assert TextDataModule("text8").config()["corpus"] == "text8"  # bundled names stay names
+    test = dm.split("test")
+    monkeypatch.chdir(tmp_path.parent)
+    assert torch.equal(TextDataModule(**cfg).split("test"), test)
+    wide = CharTokenizer(" abcdx")
+    given = TextDataModule(str(tmp_path / "a.txt"), seq_len=8, tokenizer=wide, cache_dir=cache_dir)
+    assert given.tokenizer is wide and given.config()["tokenizer"] == {"alphabet": " abcdx"}
+    assert given.tokenizer.decode(given.split("train")[0]) == "abc cab "
+    assert torch.equal(TextDataModule(**given.config()).split("train"), given.split("train"))
+    with pytest.raises(DataError, match="character 'c' at position 2 is not in"):
+        TextDataModule(
+            str(tmp_path / "a.txt"), tokenizer=CharTokenizer(" ab"), cache_dir=cache_dir
+        ).setup()

@@ -47,7 +47,8 @@ def test_registry_config_and_errors():
     assert ar.config() == {"name": "ar", "vocab_size": 5} and ar.causal
     assert ar.bound == "exact_nll" and ar.family == "autoregressive"
     assert build("masked", 5).input_vocab_size == 6 and ar.input_vocab_size == 6
-    assert build("fisher_rao", 5).bound is None
+    assert build("fisher_rao", 5).bound == "dequantized_flow_bound"
+    assert build("dirichlet", 5).bound is None
 
 
 def test_model_causality_must_match_the_path():
@@ -417,13 +418,15 @@ def test_ar_step_fills_one_position_and_needs_enough_steps():
     assert torch.equal(new[state != v], state[state != v])
     assert ((new != v).sum(-1) == (state != v).sum(-1) + 1).all()
     assert new[0, 2] != v and new[1, 1] != v
-    with pytest.raises(ConfigError, match="one position per step"):
-        path.ancestral_step(state, logits, torch.tensor(0.8), torch.tensor(0.9))
     model = tiny_model(path, v)
-    with pytest.raises(ConfigError, match="steps >= length"):
+    with pytest.raises(ConfigError, match="one position per step.*steps >= length"):
         sd.samplers.sample(model, path, 2, 6, 5)
     out = sd.samplers.sample(model, path, 2, 6, 4, prompt=torch.tensor([1, 2]))
     assert (out.tokens[:, :2] == torch.tensor([1, 2])).all() and (out.tokens < v).all()
+    # a non-uniform time grid: the step count, not the spacing of times, is what must suffice
+    grid = torch.tensor([0.0, 0.01, 0.02, 0.5, 0.9, 1.0])
+    out = sd.samplers.sample(model, path, 2, 5, 5, time_grid=grid)
+    assert (out.tokens < v).all() and out.nfe == 5
 
 
 def test_causal_model_is_causal_and_rebuilds():

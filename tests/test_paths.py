@@ -93,15 +93,23 @@ def test_ce_loss_by_hand(name):
 
 
 def test_linear_fm_loss_by_hand():
-    """For the linear path (p - x_t)/(1 - t) - (e_k - x0) = (p - e_k)/(1 - t) whatever x0 is."""
+    """For the linear path (p - x_t)/(1 - t) - (e_k - x0) = (p - e_k)/(1 - t) whatever x0 is
+    (``p``: the prediction after ``vanish_on_faces``, by hand here, at the state the model saw)."""
     v, t = 3, 0.25
     logits = torch.tensor([1.0, 0.0, -1.0])
-    q = torch.softmax(logits, 0)
     path = build("linear", v, objective="fm")
     x1 = torch.tensor([[0, 2]])
-    out = path.training_loss(lambda inp, tt: logits.expand(1, 2, v), x1, torch.tensor([t]))
+    seen = {}
+
+    def denoiser(inp, tt):
+        seen["x"] = inp
+        return logits.expand(1, 2, v)
+
+    out = path.training_loss(denoiser, x1, torch.tensor([t]))
+    w = torch.softmax(logits, 0) * (1 - torch.exp(-seen["x"][0] / 0.01))
+    q = w / w.sum(-1, keepdim=True)
     e = torch.eye(v)
-    by_hand = (((q - e[0]) ** 2).sum() + ((q - e[2]) ** 2).sum()) / 2 / (1 - t) ** 2
+    by_hand = (((q[0] - e[0]) ** 2).sum() + ((q[1] - e[2]) ** 2).sum()) / 2 / (1 - t) ** 2
     assert torch.allclose(out.loss, by_hand, rtol=1e-5)
     assert torch.allclose(
         out.metrics["x1_ce"], torch.nn.functional.cross_entropy(logits.expand(2, v), x1[0])

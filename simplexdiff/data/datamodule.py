@@ -97,7 +97,9 @@ class TextDataModule(L.LightningDataModule):
     """Character-level LM data: ``TextDataModule(corpus="text8", seq_len=256, batch_size=32)``.
 
     Batches are ``LongTensor [batch_size, seq_len]`` of clean ids. ``tokenizer`` is ``"text8"``,
-    ``"char"`` (alphabet of the training split) or ``None`` (text8 for the text8 corpus, else char).
+    ``"char"`` (alphabet of the training split), ``None`` (text8 for the text8 corpus, else char),
+    or a given ``CharTokenizer`` (or its ``config()`` dict), e.g. a checkpoint's, to read other data
+    with a trained model's alphabet (a character outside it is a ``DataError``).
     Tokenized chunks are cached as ``.npy`` under ``cache_dir`` (default ``~/.cache/simplexdiff``),
     keyed by the corpus content hash, the tokenizer and ``seq_len``.
     """
@@ -107,7 +109,7 @@ class TextDataModule(L.LightningDataModule):
         corpus: str = "text8",
         seq_len: int = 256,
         batch_size: int = 32,
-        tokenizer: str | None = None,
+        tokenizer: str | CharTokenizer | dict | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
     ) -> None:
@@ -116,13 +118,36 @@ class TextDataModule(L.LightningDataModule):
             raise DataError(f"seq_len and batch_size must be positive, got {seq_len}, {batch_size}")
         resolve_corpus(corpus)  # fail early on a missing file
         self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
-        self.tokenizer_name = tokenizer or ("text8" if corpus == "text8" else "char")
+        if isinstance(tokenizer, dict):
+            tokenizer = CharTokenizer(**tokenizer)
+        given = tokenizer if isinstance(tokenizer, CharTokenizer) else None
+        self.tokenizer_name = (
+            "given" if given else tokenizer or ("text8" if corpus == "text8" else "char")
+        )
         self.num_workers = num_workers
+        self._cache_dir_arg = cache_dir
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "simplexdiff")
-        self._tokenizer: CharTokenizer | None = (
+        self._tokenizer: CharTokenizer | None = given or (
             CharTokenizer.text8() if self.tokenizer_name == "text8" else None
         )
         self._chunks: dict[str, Tensor] = {}
+
+    def config(self) -> dict:
+        """What rebuilds this data (``TextDataModule(**config)``), as checkpoints store it: the
+        corpus (a local file as an absolute path), ``seq_len``, the tokenizer (its name, or the
+        alphabet of a given one) and ``cache_dir``; not the loader settings."""
+        _, location = resolve_corpus(self.corpus)
+        local = self.corpus not in BUNDLED and Path(location).exists()  # a file or folder here
+        return {
+            "corpus": str(Path(location).resolve()) if local else self.corpus,
+            "seq_len": self.seq_len,
+            "tokenizer": (
+                self.tokenizer_or_fail().config()
+                if self.tokenizer_name == "given"
+                else self.tokenizer_name
+            ),
+            "cache_dir": self._cache_dir_arg,
+        }
 
     @property
     def tokenizer(self) -> CharTokenizer:

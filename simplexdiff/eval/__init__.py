@@ -1,5 +1,36 @@
-"""Evaluation floor: likelihood bounds of trained models (``likelihood``)."""
+"""Evaluation floor: likelihood bounds of trained models (``likelihood``), torchmetrics classes
+for per-token likelihoods (``BitsPerToken``, ``Perplexity``) and sample-quality metrics on decoded
+text (``sample_metrics`` and its parts)."""
 
 from simplexdiff.eval.likelihood import likelihood
+from simplexdiff.eval.metrics import BitsPerToken, Perplexity
+from simplexdiff.eval.samples import (
+    TrainReference,
+    WordValidity,
+    ngram_counts,
+    ngram_kl,
+    reference_bpc,
+    sample_metrics,
+    sample_words,
+    train_reference,
+    unigram_entropy,
+    word_set,
+    word_validity,
+)
 
-__all__ = ["likelihood"]
+__all__ = [
+    "BitsPerToken",
+    "Perplexity",
+    "TrainReference",
+    "WordValidity",
+    "likelihood",
+    "ngram_counts",
+    "ngram_kl",
+    "reference_bpc",
+    "sample_metrics",
+    "sample_words",
+    "train_reference",
+    "unigram_entropy",
+    "word_set",
+    "word_validity",
+]

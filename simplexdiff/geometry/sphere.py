@@ -49,7 +49,7 @@ def fisher_rao_inner(u: Tensor, v: Tensor) -> Tensor:
     return FISHER_RAO_SCALE**2 * (u * v).sum(-1)
 
 
-def _sin_ratio(a: Tensor | float, theta: Tensor) -> Tensor:
+def sin_ratio(a: Tensor | float, theta: Tensor) -> Tensor:
     """``sin(a * theta) / sin(theta)``, finite at ``theta = 0`` (limit ``a``); ``0 <= theta < pi``."""
     return a * torch.sinc(a * theta / torch.pi) / torch.sinc(theta / torch.pi)
 
@@ -62,7 +62,7 @@ def geodesic(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     """
     theta = angle(x0, x1).unsqueeze(-1)
     t = t.unsqueeze(-1)
-    return _sin_ratio(1 - t, theta) * x0 + _sin_ratio(t, theta) * x1
+    return sin_ratio(1 - t, theta) * x0 + sin_ratio(t, theta) * x1
 
 
 def geodesic_velocity(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
@@ -102,6 +102,17 @@ def project_to_orthant(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
+def arccos_ratio(x: Tensor) -> Tensor:
+    """``theta / sin(theta)`` with ``theta = arccos(x)``, ``x`` clamped to ``[0, 1]``: smooth with
+    finite gradients up to ``x = 1`` (where ``arccos`` alone has an infinite derivative), through
+    its expansion ``1 + (1 - x) / 3`` there."""
+    x = x.clamp(0, 1)
+    near = x > 1 - 1e-6
+    safe = torch.where(near, torch.zeros_like(x), x)  # keeps NaN out of the unused branch's grad
+    exact = torch.acos(safe) / torch.sqrt((1 - safe) * (1 + safe))
+    return torch.where(near, 1 + (1 - x) / 3, exact)
+
+
 def log_to_vertices(x: Tensor, weights: Tensor) -> Tensor:
     """``sum_k w_k log_x(e_k)`` in O(V): the weighted mean of log maps to every vertex.
 
@@ -109,8 +120,7 @@ def log_to_vertices(x: Tensor, weights: Tensor) -> Tensor:
     sum is ``c - <c, x> x`` with ``c_k = w_k theta_k / sin(theta_k)``. Used by the x1-prediction
     field ``v(x) = sum_k p(k | x) log_x(e_k) / (1 - t)`` (Davis et al. 2024).
     """
-    theta = torch.acos(x.clamp(0, 1))
-    c = weights / torch.sinc(theta / torch.pi)
+    c = weights * arccos_ratio(x)
     return c - (c * x).sum(-1, keepdim=True) * x
 
 

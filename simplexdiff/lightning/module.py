@@ -13,11 +13,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from simplexdiff.data.tokenizer import CharTokenizer
 from simplexdiff.errors import CheckpointError, ConfigError
+from simplexdiff.eval.flow_bound import flow_bound
+from simplexdiff.eval.metrics import BitsPerToken
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS, Path
 from simplexdiff.samplers import sample
@@ -72,9 +75,11 @@ class DiffusionLM(L.LightningModule):
             raise ConfigError(f"the {path.registry_name!r} path needs {need}")
         self.save_hyperparameters(ignore=["model", "path", "tokenizer"])
         self.model, self.path, self.tokenizer = model, path, tokenizer
+        # the training data's TextDataModule.config(), where a checkpoint recorded it
+        self.data_config: dict[str, Any] | None = None
         self.val_loss, self.val_x1_ce = MeanMetric(), MeanMetric()
-        # the path's likelihood bound (bits per token), accumulated in float64
-        self.val_bpc = MeanMetric().set_dtype(torch.float64)
+        # the path's likelihood bound: float64 sums of nats and tokens (bits per token, perplexity)
+        self.val_bpc = BitsPerToken()
 
     def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
         return self.model(inputs, t)
@@ -97,22 +102,50 @@ class DiffusionLM(L.LightningModule):
         self.val_loss.update(out.loss)
         if "x1_ce" in out.metrics:
             self.val_x1_ce.update(out.metrics["x1_ce"])
-        if self.path.bound is not None:
+        if self.path.family == "continuous":
+            if self.path.bound is not None and batch_idx < self.flow_bound_batches:
+                self._update_flow_bound(batch, gen)
+        elif self.path.bound is not None:
             # the bound itself, over all of [0, 1): one stratified point per sequence through the
             # path's bound_times (simplexdiff.eval.likelihood uses a grid of them per sequence)
             t, weight = self.path.bound_times(stratified_times(batch.shape[0], gen, batch.device))
             nats = weight * self.path.sequence_bound(self.model, batch, t, gen).double()
-            self.val_bpc.update(nats / math.log(2))
+            self.val_bpc.update(nats * batch.shape[1], batch.numel())  # per token -> totals
+
+    flow_bound_batches: int = 1
+    """Continuous paths: validation batches scored by the flow bound (an ODE solve each)."""
+    flow_bound_steps: int = 16
+    """Continuous paths: midpoint steps of that ODE solve (``simplexdiff.eval.likelihood`` for
+    the reported numbers)."""
+
+    def _update_flow_bound(self, batch: Tensor, generator: torch.Generator) -> None:
+        """``val/bpc`` of a continuous path: the dequantized flow bound (one draw per sequence).
+        It differentiates the field, so it needs gradients: under ``inference_mode`` (Lightning's
+        default ``Trainer(inference_mode=True)``) it is skipped with a warning."""
+        if torch.is_inference_mode_enabled():
+            if not getattr(self, "_warned_inference", False):
+                rank_zero_warn(
+                    "val/bpc of a continuous path needs Trainer(inference_mode=False); skipped"
+                )
+                self._warned_inference = True
+            return
+        nats, _ = flow_bound(
+            self.model, self.path, batch, steps=self.flow_bound_steps, generator=generator
+        )
+        self.val_bpc.update(nats, batch.numel())
 
     def on_validation_epoch_end(self) -> None:
         """Log the epoch means (synchronised across processes by torchmetrics): ``val/loss``;
         ``val/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
-        ``val/bpc``, the path's likelihood bound in bits per token, where it has one."""
+        ``val/bpc`` and ``val/ppl``, the path's likelihood bound in bits per token and as a
+        per-token perplexity ``2 ** bpc``, where it has one."""
         self.log("val/loss", self.val_loss.compute(), prog_bar=True)
         if self.val_x1_ce.update_count:
             self.log("val/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
         if self.val_bpc.update_count:
-            self.log("val/bpc", self.val_bpc.compute(), prog_bar=True)
+            bpc = self.val_bpc.compute()
+            self.log("val/bpc", bpc, prog_bar=True)
+            self.log("val/ppl", torch.exp2(bpc))
         self.val_loss.reset()
         self.val_x1_ce.reset()
         self.val_bpc.reset()
@@ -183,10 +216,14 @@ class DiffusionLM(L.LightningModule):
 
     # --- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what rebuilds the model without code: model, path and tokenizer configs, and the
+        data it was trained on (``TextDataModule.config()``; else ``data_config``, or ``None``)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
         checkpoint[CHECKPOINT_KEY] = {
             "model": self.model.config(),
             "path": self.path.config(),
             "tokenizer": self.tokenizer.config() if self.tokenizer else None,
+            "data": dm.config() if callable(getattr(dm, "config", None)) else self.data_config,
         }
 
     @classmethod
@@ -217,4 +254,5 @@ class DiffusionLM(L.LightningModule):
         }
         lm = cls(model=model, path=path, tokenizer=tok, **hp)
         lm.load_state_dict(ckpt["state_dict"])
+        lm.data_config = spec.get("data")  # absent from checkpoints written before it was stored
         return lm.eval()

@@ -75,6 +75,13 @@ class Autoregressive(Path):
         """Nothing generated yet: every position open (``V``)."""
         return torch.full((batch, length), self.bos_id, dtype=torch.long, device=device)
 
+    def check_steps(self, free_positions: int, steps: int) -> None:
+        if free_positions > steps:
+            raise ConfigError(
+                f"autoregressive sampling fills one position per step: {free_positions} open "
+                f"positions but {steps} steps; use steps >= length - prompt length"
+            )
+
     def ancestral_step(
         self,
         state: Tensor,
@@ -85,12 +92,6 @@ class Autoregressive(Path):
     ) -> Tensor:
         """Fill the first open position of each row from ``softmax(logits)`` there."""
         open_ = state == self.bos_id
-        steps_left = round(float((1 - t) / (t_next - t)))
-        if int(open_.sum(-1).max()) > steps_left:
-            raise ConfigError(
-                f"autoregressive sampling fills one position per step: {int(open_.sum(-1).max())} "
-                f"open positions but {steps_left} steps left; use steps >= length - prompt length"
-            )
         rows = torch.arange(state.shape[0], device=state.device)
         first = open_.long().argmax(-1)  # 0 when the row is full; then nothing changes below
         tokens = categorical(torch.softmax(logits[rows, first].double(), -1), generator)

@@ -36,8 +36,9 @@ class Path(ABC):
     family: ClassVar[str]  # "continuous", "discrete" or "autoregressive"
     registry_name: ClassVar[str]
     bound: ClassVar[str | None] = None
-    """Name of the likelihood bound ``sequence_bound`` estimates (``"nelbo"``, ``"exact_nll"``), or
-    ``None`` where the path has none yet."""
+    """Name of the path's likelihood bound: ``"nelbo"`` / ``"exact_nll"`` (a time integral of
+    ``sequence_bound``), ``"dequantized_flow_bound"`` (continuous paths, ``simplexdiff.eval.
+    flow_bound``), or ``None`` where the path has none yet."""
     default_sampler: ClassVar[str] = "euler"
     """The sampler ``generate`` and ``simplexdiff sample`` use when none is named."""
 
@@ -112,6 +113,11 @@ class Path(ABC):
     @abstractmethod
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
         """Hold the positions where ``fixed`` is true at the clean tokens ``ids``."""
+
+    def check_steps(self, free_positions: int, steps: int) -> None:
+        """Refuse (``ConfigError``) a sampling run of ``steps`` steps that cannot fill
+        ``free_positions`` positions per row; every step count suits most paths."""
+        return None
 
     @abstractmethod
     def decode(self, state: Tensor) -> Tensor:

@@ -84,6 +84,38 @@ class ContinuousPath(Path):
         """Carry a tangent vector at ``x`` to ``y`` (identity on the flat simplex)."""
         return u
 
+    # --- densities, for the likelihood bound (simplexdiff.eval.flow_bound) ----------------------
+    def exp(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
+        """The exponential map alone: ``move`` without its projection onto the chart's domain
+        (the bound integrates the ODE backwards and must see where it leaves the prior's support).
+        """
+        raise NotImplementedError
+
+    def tangent(self, state: Tensor, u: Tensor) -> Tensor:
+        """Orthogonal projection of an ambient vector onto the tangent space at ``state``."""
+        raise NotImplementedError
+
+    def prior_log_density(self, state: Tensor) -> Tensor:
+        """``log p_0(state)`` per position ``[...]`` (inside the prior's support), with respect to
+        the reference volume that ``log_conditional`` uses."""
+        raise NotImplementedError
+
+    def log_conditional(self, state: Tensor, s: Tensor) -> Tensor:
+        """``log p_s(state | x1 = e_k)`` for every ``k``: ``[..., V]``, ``-inf`` off the support;
+        ``s`` (path time, after the schedule) broadcasts against ``state[..., 0]``."""
+        raise NotImplementedError
+
+    @property
+    def has_density(self) -> bool:
+        """Whether the path implements the densities the likelihood bound needs."""
+        return type(self).log_conditional is not ContinuousPath.log_conditional
+
+    @property
+    def bound(self) -> str | None:  # type: ignore[override]
+        """``"dequantized_flow_bound"`` (``simplexdiff.eval.flow_bound``) where the path has the
+        densities it needs, else ``None``."""
+        return FLOW_BOUND if self.has_density else None
+
     @abstractmethod
     def sq_norm(self, u: Tensor) -> Tensor:
         """Squared norm of a tangent vector in the path's metric, over the last axis."""
@@ -129,6 +161,28 @@ class ContinuousPath(Path):
         return one_hot(ids, self.vocab_size)
 
 
+FLOW_BOUND = "dequantized_flow_bound"
+FACE_WIDTH = 1e-2
+
+
+def vanish_on_faces(probs: Tensor, state: Tensor, width: float = FACE_WIDTH) -> Tensor:
+    """The x1 prediction reweighted by ``1 - exp(-y_k / width)`` (``y`` the state's coordinates)
+    and renormalised, so that a token's weight vanishes on the face ``y_k = 0`` (and is unchanged,
+    to within ``exp(-5)``, beyond ``5 width``).
+
+    With it the x1-prediction field of the Fisher-Rao and linear paths is tangent to every face, so
+    the model's flow maps the prior's support (orthant, simplex) onto itself, forwards *and*
+    backwards: the likelihood bound's backward ODE never leaves the support where the prior has no
+    density (a raw prediction pushes trajectories across the faces when run backwards). The exact
+    posterior already vanishes there for ``s > 0`` (a state with ``y_k = 0`` cannot come from
+    ``e_k``; Fisher-Rao: the posterior of ``k`` is 0 wherever ``y_k < sin(s pi / 2)``, linear:
+    ``y_k < s``), so beyond ``s ~ 5 width`` only what a model puts on impossible tokens changes.
+    """
+    y = state.clamp_min(0)
+    w = probs * -torch.expm1(-y / width)
+    return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+
 def _inverse(schedule, s: float, iters: int = 60) -> float:
     """``t`` with ``kappa(t) = s`` by bisection (schedules are increasing on [0, 1])."""
     lo, hi = 0.0, 1.0
@@ -146,7 +200,13 @@ class FlatSimplexPath(ContinuousPath):
     vector itself, an Euler move is a straight step projected back onto the simplex."""
 
     def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
-        return project_to_simplex(state + h * velocity)
+        return project_to_simplex(self.exp(state, velocity, h))
+
+    def exp(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
+        return state + h * velocity
+
+    def tangent(self, state: Tensor, u: Tensor) -> Tensor:
+        return u - u.mean(-1, keepdim=True)  # the simplex's hyperplane sum(x) = 1
 
     def sq_norm(self, u: Tensor) -> Tensor:
         return u.square().sum(-1)

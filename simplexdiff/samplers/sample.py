@@ -152,6 +152,7 @@ def sample(
     if device is None and isinstance(denoiser, torch.nn.Module):
         device = next(denoiser.parameters()).device
     fixed, fixed_ids = conditioning(path, num_samples, length, prompt, infill, device)
+    path.check_steps(int((~fixed).sum(-1).max()), steps)
     predict = Predictor(
         denoiser, path, chosen.cache, temperature=temperature, top_k=top_k, top_p=top_p
     )
