@@ -20,8 +20,9 @@ import simplexdiff as sd
 from simplexdiff.cli import machine
 from simplexdiff.eval import sample_metrics, train_reference
 from simplexdiff.eval.samples import draw_samples
+from simplexdiff.samplers import SAMPLERS as SAMPLER_REGISTRY
 
-SAMPLERS = {
+SAMPLERS = {  # those that apply to the path are run
     "continuous": ["euler", "midpoint"],
     "discrete": ["ancestral", "remask", "confidence"],
     "autoregressive": ["ancestral"],
@@ -51,7 +52,7 @@ def main() -> None:
         lm = sd.DiffusionLM.load(run["checkpoint"])
         train = train_reference(lm.data_config["corpus"] if lm.data_config else "text8")
         family = lm.path.family
-        for sampler in SAMPLERS[family]:
+        for sampler in [n for n in SAMPLERS[family] if SAMPLER_REGISTRY.build(n).fits(lm.path)]:
             for steps in [args.length] if family == "autoregressive" else args.steps:
                 if (Path(run["recipe"]).stem, sampler, steps) in done:
                     continue

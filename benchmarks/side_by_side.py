@@ -100,8 +100,10 @@ def evaluate(row: dict, args, reference) -> dict:
         stats = sd.eval.likelihood(
             lm, tokens, num_t=args.num_t, batch_size=32, generator=gen, ode_steps=args.ode_steps
         )
+    # the AR baseline fills one position per step: it needs as many steps as positions
+    steps = data["seq_len"] if lm.path.family == "autoregressive" else args.sample_steps
     texts, nfe, sample_seconds = draw_samples(
-        lm, args.samples, data["seq_len"], args.sample_steps, seed=row["seed"]
+        lm, args.samples, data["seq_len"], steps, seed=row["seed"]
     )
     train_ref = train_reference(data["corpus"])
     return row | {
@@ -113,7 +115,7 @@ def evaluate(row: dict, args, reference) -> dict:
         "eval_tokens": stats["num_tokens"],
         "bound_seconds": round(time.perf_counter() - start - sample_seconds, 1),
         "sampler": lm.path.default_sampler,
-        "sample_steps": args.sample_steps,
+        "sample_steps": steps,
         "sample_nfe": nfe,
         "sample_metrics": sample_metrics(texts, train_ref, reference),
         "samples": texts[:2],
