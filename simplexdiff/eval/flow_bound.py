@@ -44,7 +44,7 @@ from torch import Tensor
 
 from simplexdiff.errors import ConfigError
 from simplexdiff.paths.base import Denoiser
-from simplexdiff.paths.continuous import FLOW_BOUND, ContinuousPath, _inverse
+from simplexdiff.paths.continuous import FLOW_BOUND, ContinuousPath
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 EXACT_DIVERGENCE_MAX_DIM = 64
@@ -108,10 +108,9 @@ def flow_log_density(
     z = z.double()
 
     def field(state: Tensor, s: float) -> Tensor:
-        t = torch.full((batch,), _model_time(path, s), device=z.device)
+        t = torch.full((batch,), path.schedule.inverse(s), device=z.device)
         logits = denoiser(path.model_input(state).float(), t)
-        probs = torch.softmax(logits.double(), -1)
-        return path.field(state, probs, torch.full((batch, 1), s, **as64))
+        return path.velocity(state, logits, torch.full((batch, 1), s, **as64))
 
     def field_and_divergence(state: Tensor, s: float) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
@@ -141,13 +140,6 @@ def flow_log_density(
         "nfe": 2 * steps,
     }
     return log_q, diagnostics
-
-
-def _model_time(path: ContinuousPath, s: float) -> float:
-    """Model time ``t`` with ``kappa(t) = s`` (``0`` below ``kappa(0)``)."""
-    if path.schedule_name == "loglinear":
-        return s
-    return _inverse(path.schedule, s) if s > path.schedule.at_zero else 0.0
 
 
 def _probes(

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from simplexdiff.errors import ConfigError
 from simplexdiff.eval.flow_bound import flow_bound
 from simplexdiff.paths.base import Denoiser, Path
+from simplexdiff.paths.continuous import FLOW_BOUND
 
 
 @torch.no_grad()
@@ -59,7 +60,6 @@ def likelihood(
         denoiser, path = model.model, model.path
     else:
         denoiser = model
-    continuous = path.family == "continuous"
     if path.bound is None:
         raise ConfigError(f"no likelihood bound for {path.family} path {path.registry_name!r} yet")
     tokens = torch.as_tensor(tokens)
@@ -79,10 +79,17 @@ def likelihood(
     if was_training is not None:
         denoiser.eval()
     try:
-        if continuous:
-            options = {"decode_time": decode_time, "ode_steps": ode_steps, "probes": probes}
+        if path.bound == FLOW_BOUND:
             estimates, settings = _flow_estimates(
-                denoiser, path, tokens, batch_size, generator, divergence=divergence, **options
+                denoiser,
+                path,
+                tokens,
+                batch_size,
+                generator,
+                decode_time,
+                ode_steps,
+                divergence,
+                probes,
             )
         else:
             estimates, settings = _time_integral_estimates(
@@ -134,7 +141,10 @@ def _flow_estimates(
     tokens: Tensor,
     batch_size: int,
     generator: torch.Generator | None,
-    **options: Any,
+    decode_time: float,
+    ode_steps: int,
+    divergence: str,
+    probes: int,
 ) -> tuple[list[Tensor], dict[str, Any]]:
     """Per-sequence dequantized flow bound of a continuous path, per token."""
     estimates, violations = [], 0.0
@@ -143,16 +153,18 @@ def _flow_estimates(
             denoiser,
             path,  # type: ignore[arg-type]
             x,
-            options["decode_time"],
-            options["ode_steps"],
-            options["divergence"],
-            options["probes"],
+            decode_time,
+            ode_steps,
+            divergence,
+            probes,
             generator,
         )
         estimates.append(nats / x.shape[1])
         violations += diagnostics["prior_support_violations"] * x.shape[0]
     return estimates, {
-        **options,
+        "decode_time": decode_time,
+        "ode_steps": ode_steps,
+        "probes": probes,
         "divergence": diagnostics["divergence"],
         "prior_support_violations": violations / tokens.shape[0],
     }

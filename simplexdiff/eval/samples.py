@@ -293,29 +293,13 @@ def draw_samples(
 ) -> tuple[list[str], int, float]:
     """``num`` decoded samples from ``lm`` through the shared sampler (seeded, in batches), with the
     total number of denoiser calls and the seconds taken."""
-    from simplexdiff.samplers import sample  # the sampler floor, on demand
-
     if lm.tokenizer is None:
         raise ConfigError("the model carries no tokenizer to decode samples with")
     gen = torch.Generator(lm.device).manual_seed(seed)
     texts: list[str] = []
     nfe, start = 0, time.perf_counter()
-    was_training = lm.model.training
-    lm.model.eval()
-    try:
-        for lo in range(0, num, batch_size):
-            out = sample(
-                lm.model,
-                lm.path,
-                min(batch_size, num - lo),
-                length,
-                steps,
-                sampler=sampler,
-                generator=gen,
-                device=lm.device,
-            )
-            nfe += out.nfe
-            texts += lm.tokenizer.decode(out.tokens.cpu())
-    finally:
-        lm.model.train(was_training)
+    for lo in range(0, num, batch_size):
+        out = lm.generate_output(min(batch_size, num - lo), length, steps, sampler, generator=gen)
+        nfe += out.nfe
+        texts += lm.tokenizer.decode(out.tokens.cpu())
     return texts, nfe, time.perf_counter() - start

@@ -23,7 +23,8 @@ from simplexdiff.eval.flow_bound import flow_bound
 from simplexdiff.eval.metrics import BitsPerToken
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS, Path
-from simplexdiff.samplers import sample
+from simplexdiff.paths.continuous import FLOW_BOUND
+from simplexdiff.samplers import SampleOutput, sample
 
 CHECKPOINT_KEY = "simplexdiff"
 
@@ -102,8 +103,8 @@ class DiffusionLM(L.LightningModule):
         self.val_loss.update(out.loss)
         if "x1_ce" in out.metrics:
             self.val_x1_ce.update(out.metrics["x1_ce"])
-        if self.path.family == "continuous":
-            if self.path.bound is not None and batch_idx < self.flow_bound_batches:
+        if self.path.bound == FLOW_BOUND:
+            if batch_idx < self.flow_bound_batches:  # an ODE solve per batch: the first only
                 self._update_flow_bound(batch, gen)
         elif self.path.bound is not None:
             # the bound itself, over all of [0, 1): one stratified point per sequence through the
@@ -196,6 +197,23 @@ class DiffusionLM(L.LightningModule):
         ``sampler=None`` takes the path's ``default_sampler``; ``options`` go to
         ``simplexdiff.samplers.sample`` (``temperature``, ``top_k``, ``top_p``, ``infill``,
         ``time_grid``, ``decode``, the sampler's own options)."""
+        return self.generate_output(
+            num_samples, length, steps, sampler, prompt, generator, **options
+        ).tokens
+
+    @torch.no_grad()
+    def generate_output(
+        self,
+        num_samples: int = 8,
+        length: int = 256,
+        steps: int = 128,
+        sampler: str | None = None,
+        prompt: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> SampleOutput:
+        """``generate``, returning the sampler's whole ``SampleOutput`` (tokens, denoiser calls,
+        trajectory when asked)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -210,7 +228,7 @@ class DiffusionLM(L.LightningModule):
                 generator=generator,
                 device=self.device,
                 **options,
-            ).tokens
+            )
         finally:
             self.model.train(was_training)
 

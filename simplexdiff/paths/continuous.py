@@ -56,7 +56,7 @@ class ContinuousPath(Path):
         self.t_eps = float(t_eps)
         self.schedule_name = schedule
         self.schedule = SCHEDULES.build(schedule)
-        self._t_max = _inverse(self.schedule, 1 - self.t_eps)
+        self._t_max = self.schedule.inverse(1 - self.t_eps)
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -139,17 +139,22 @@ class ContinuousPath(Path):
         ce = cross_entropy(logits, x1)
         if self.objective == "ce":
             return LossOutput(ce, {"x1_ce": ce.detach()})
-        v = self.field(xt, torch.softmax(logits.float(), -1), s)
+        v = self.velocity(xt, logits, s)
         fm = self.sq_norm(v - ut).mean()
         return LossOutput(fm, {"x1_ce": ce.detach(), "fm_mse": fm.detach()})
 
     # --- sampling ----------------------------------------------------------------------------
+    def velocity(self, state: Tensor, logits: Tensor, s: Tensor) -> Tensor:
+        """The x1-prediction field at path time ``s`` from the denoiser's ``logits``: ``field``
+        of their softmax, taken in the state's floating dtype (at least float32)."""
+        dtype = torch.promote_types(state.dtype, torch.float32)
+        return self.field(state, torch.softmax(logits.to(dtype), -1), s)
+
     def euler_step(self, state: Tensor, logits: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
         """One Euler step ``x <- exp_x(h v(x))`` of the x1-prediction field, taken in ``s``:
         ``h = kappa(t_next) - kappa(t)``."""
-        probs = torch.softmax(logits.float(), -1)
         s, s_next = self.schedule(t), self.schedule(t_next)
-        return self.move(state, self.field(state, probs, s), s_next - s)
+        return self.move(state, self.velocity(state, logits, s), s_next - s)
 
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
         return torch.where(fixed[..., None], self.vertex(ids).to(state.dtype), state)
@@ -181,18 +186,6 @@ def vanish_on_faces(probs: Tensor, state: Tensor, width: float = FACE_WIDTH) -> 
     y = state.clamp_min(0)
     w = probs * -torch.expm1(-y / width)
     return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-
-
-def _inverse(schedule, s: float, iters: int = 60) -> float:
-    """``t`` with ``kappa(t) = s`` by bisection (schedules are increasing on [0, 1])."""
-    lo, hi = 0.0, 1.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if float(schedule(torch.tensor(mid, dtype=torch.float64))) < s:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 class FlatSimplexPath(ContinuousPath):

@@ -36,6 +36,18 @@ class Schedule(ABC):
         """``1 - kappa(t)`` (the masking probability), without cancellation where it matters."""
         return 1 - self(t)
 
+    def inverse(self, s: float, iters: int = 60) -> float:
+        """``t`` with ``kappa(t) = s``, by bisection (``kappa`` increases on ``[0, 1]``); ``0`` for
+        ``s <= kappa(0)``."""
+        lo, hi = 0.0, 1.0
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            if float(self(torch.tensor(mid, dtype=torch.float64))) < s:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
 
 SCHEDULES: Registry[Schedule] = Registry("schedule")
 
@@ -49,6 +61,9 @@ class LogLinear(Schedule):
 
     def derivative(self, t: Tensor) -> Tensor:
         return torch.ones_like(t)
+
+    def inverse(self, s: float, iters: int = 60) -> float:
+        return min(max(float(s), 0.0), 1.0)
 
 
 @SCHEDULES.register("cosine")

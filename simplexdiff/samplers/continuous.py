@@ -11,7 +11,6 @@ line on the flat simplex) and work in the path's schedule time ``s = kappa(t)``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from simplexdiff.samplers.base import StepContext, register
@@ -19,8 +18,7 @@ from simplexdiff.samplers.base import StepContext, register
 
 def _field(ctx: StepContext, state: Tensor, t: Tensor) -> Tensor:
     path = ctx.path
-    probs = torch.softmax(ctx.predict(state, t), -1)
-    return path.field(state, probs, path.schedule(t))  # type: ignore[attr-defined]
+    return path.velocity(state, ctx.predict(state, t), path.schedule(t))  # type: ignore[attr-defined]
 
 
 @register("euler", applies_to=("continuous",))
