@@ -28,10 +28,6 @@ chi-square limit of ``2 N KL``). Each K therefore carries that floor, measured a
 sampler that ignores the target). The acceptance asked of this project: ``fisher_rao`` and
 ``masked`` within 3x the floor at every K.
 
-The Dirichlet path evaluates its field by quadrature at every coordinate (about 100 float64 nodes
-each), so its sampling cost grows like ``N K steps``; ``--dirichlet-coords`` caps ``N L K steps``
-for it, and a capped row carries the floor of its own ``N``.
-
 ``--target samplers-test`` instead uses the target of ``tests/test_samplers.py`` (``L = 4``,
 ``K = 8``, ``softmax(2 U(0, 1))``, seed 0, ``N = 50,000``), rebuilt here, not imported.
 
@@ -43,9 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +141,6 @@ class Settings:
     samples: int = 51_200
     sample_steps: dict[str, int] = field(default_factory=lambda: dict(SAMPLE_STEPS))
     chunk_coords: int = 1 << 22  # samples per sampling chunk: chunk_coords / (L K)
-    dirichlet_coords: int = 66_000_000  # cap on N L K steps for the dirichlet path (K = 20: all)
     seed: int = 0
 
 
@@ -218,18 +216,17 @@ class Row:
     seed: int
 
 
-def run_cell(spec: str, pi: Tensor, cfg: Settings, floor: float, uniform_kl: float) -> Row:
-    """Train and sample one path spec on target ``pi``; ``floor`` is that of ``cfg.samples``."""
+def run_cell(
+    spec: str, pi: Tensor, cfg: Settings, floor: float, uniform_kl: float, threads: int = 1
+) -> Row:
+    """Train and sample one path spec on target ``pi`` with ``threads`` torch threads; ``floor``
+    is that of ``cfg.samples``."""
+    torch.set_num_threads(threads)
     name, options = parse_spec(spec)
     path = sd.paths.build(name, vocab_size=pi.shape[-1], **options)
     steps = cfg.sample_steps[name]
-    n = cfg.samples
-    if name == "dirichlet":
-        n = min(n, max(1000, cfg.dirichlet_coords // (pi.numel() * steps)))
-        if n < cfg.samples:
-            floor = perfect_floor(pi, n)
     model, train_s, final_loss = train(path, pi, cfg)
-    tokens, nfe, sample_s = draw_samples(model, path, pi, n, steps, cfg)
+    tokens, nfe, sample_s = draw_samples(model, path, pi, cfg.samples, steps, cfg)
     kl = kl_to_target(tokens, pi)
     return Row(
         path=spec,
@@ -242,7 +239,7 @@ def run_cell(spec: str, pi: Tensor, cfg: Settings, floor: float, uniform_kl: flo
         batch=cfg.batch,
         sample_steps=steps,
         nfe=nfe,
-        samples=n,
+        samples=cfg.samples,
         final_loss=final_loss,
         train_seconds=train_s,
         sample_seconds=sample_s,
@@ -268,34 +265,27 @@ def table(rows: list[Row]) -> str:
 
 
 def plot(rows: list[Row], refs: dict[int, tuple[float, float]], file: Path) -> None:
-    """KL against K, log-log: one line per path, the floor, uniform draws, published (dashed).
-    A path sampled with fewer than the full ``N`` (Dirichlet) is drawn hollow and dotted, next to
-    the floor of its own ``N``."""
+    """KL against K, log-log: one line per path, the floor, uniform draws, published (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    full = max(r.samples for r in rows)
+    n = rows[0].samples
     fig, ax = plt.subplots(figsize=(8, 6))
     ks = sorted(refs)
-    ax.plot(ks, [refs[k][0] for k in ks], "k-", lw=2.5, label=f"perfect sampler (floor, N={full})")
+    ax.plot(ks, [refs[k][0] for k in ks], "k-", lw=2.5, label=f"perfect sampler (floor, N={n})")
     ax.plot(ks, [3 * refs[k][0] for k in ks], "k-", lw=0.8, alpha=0.5, label="3 x floor")
     ax.plot(ks, [refs[k][1] for k in ks], "k:", label="uniform draws")
     for spec in dict.fromkeys(r.path for r in rows):
-        mine = sorted((r.K, r.kl, r.floor, r.samples) for r in rows if r.path == spec)
-        k, kl, floor, n = zip(*mine, strict=True)
-        if min(n) == full:
-            ax.plot(k, kl, "o-", label=spec)
-            continue
-        (line,) = ax.plot(k, kl, "o:", mfc="none", label=f"{spec} (N = {min(n)}..{max(n)})")
-        ax.plot(k, floor, ":", lw=1, color=line.get_color(), label=f"floor at {spec}'s N")
+        k, kl = zip(*sorted((r.K, r.kl) for r in rows if r.path == spec), strict=True)
+        ax.plot(k, kl, "o-", label=spec)
     for name, kls in PUBLISHED.items():
         ax.plot(PUBLISHED_K, kls, "--", alpha=0.6, label=f"{name} (Tang et al. 2025, Table 7)")
     ax.set(xscale="log", yscale="log", xlabel="K (symbols)", ylabel="KL(empirical || target)")
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
-    ax.set_title(f"Toy simplex target (Stark et al. 2024): L = {LENGTH}, N = {full:,} samples")
+    ax.set_title(f"Toy simplex target (Stark et al. 2024): L = {LENGTH}, N = {n:,} samples")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(file, dpi=120)
@@ -338,10 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=Settings.lr)
     p.add_argument("--d-model", type=int, default=Settings.d_model)
     p.add_argument("--sample-steps", nargs="+", help="N (every path) or PATH=N ...")
-    p.add_argument("--dirichlet-coords", type=int, default=Settings.dirichlet_coords)
     p.add_argument("--floor-replicates", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     p.add_argument("--out", default=None, help="JSON file (the PNG goes next to it)")
     p.add_argument("--replot", type=Path, help="only redraw the PNG of this results JSON")
     args = p.parse_args(argv)
@@ -355,8 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     for spec in args.paths:
         if parse_spec(spec)[0] not in sd.paths.available() or parse_spec(spec)[0] == "ar":
             p.error(f"unknown path {spec!r}; known: {', '.join(PATHS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     toy = args.target == "toy"
     samples = args.samples or (51_200 if toy else 50_000)
     out = Path(args.out or f"benchmarks/results/{'toy_simplex' if toy else 'toy_simplex_k8'}.json")
@@ -367,29 +356,37 @@ def main(argv: list[str] | None = None) -> None:
         d_model=args.d_model,
         samples=samples,
         sample_steps=parse_steps(args.sample_steps),
-        dirichlet_coords=args.dirichlet_coords,
         seed=args.seed,
     )
     targets = {k: toy_target(k) for k in args.K} if toy else {8: samplers_test_target()}
-    print(f"toy_simplex on {machine()}", flush=True)
-    rows: list[Row] = []
+    print(f"toy_simplex on {machine()}; {args.jobs} worker process(es)", flush=True)
     refs: dict[int, tuple[float, float]] = {}
     start = time.perf_counter()
     for k, pi in targets.items():
-        floor = perfect_floor(pi, samples, args.floor_replicates)
-        uni = uniform_sampler_kl(pi, samples)
-        refs[k] = (floor, uni)
+        refs[k] = floor, uni = (
+            perfect_floor(pi, samples, args.floor_replicates),
+            uniform_sampler_kl(pi, samples),
+        )
         first_order = (k - 1) / (2 * samples)
         print(f"K={k}: floor {floor:.5f} ((K-1)/2N = {first_order:.5f}), uniform draws {uni:.4f}")
-        for spec in args.paths:
-            row = run_cell(spec, pi, cfg, floor, uni)
-            rows.append(row)
+    # largest K first, so that the workers finish together
+    cells = [(spec, k) for k in sorted(targets, reverse=True) for spec in args.paths]
+    done: dict[tuple[str, int], Row] = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {
+            pool.submit(run_cell, spec, targets[k], cfg, *refs[k], args.threads or 1): (spec, k)
+            for spec, k in cells
+        }
+        for future in as_completed(futures):
+            row = done[futures[future]] = future.result()
             print(
-                f"  {spec:<24} KL {row.kl:.5f} = {row.kl_over_floor:5.2f} x floor  "
-                f"(train {row.train_seconds:.0f} s, sample {row.sample_seconds:.0f} s, "
-                f"N {row.samples}, final loss {row.final_loss:.4f})",
+                f"  K={row.K:<4} {row.path:<28} KL {row.kl:.5f} = {row.kl_over_floor:5.2f} x floor"
+                f"  (train {row.train_seconds:.0f} s, sample {row.sample_seconds:.0f} s, "
+                f"final loss {row.final_loss:.4f}; {len(done)}/{len(cells)} after "
+                f"{time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
+    rows = [done[spec, k] for k in targets for spec in args.paths]
     total = time.perf_counter() - start
     worst = {
         spec: max(r.kl_over_floor for r in rows if r.path == spec)
@@ -411,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
             "length": LENGTH,
             "target_seed": TARGET_SEED,
             "floor_replicates": args.floor_replicates,
+            "jobs": args.jobs,
+            "threads_per_job": args.threads,
             "model": build_model(next(iter(targets.values())), cfg).config(),
         },
         "total_seconds": total,
