@@ -19,8 +19,10 @@ over the floor by 1.4-7x across K).
 Defaults: ``MLP(d_model=64)``, 2500 AdamW steps of 512 fresh sequences, learning rate 1e-3 with 50
 warm-up steps and a cosine decay to 1e-6 (the floor is tiny: the SGD noise must average out); 32
 Euler steps for the Fisher-Rao and linear paths, 16 for Dirichlet and uniform, 8 ancestral steps
-for masked. The table of six specs took 47 minutes on one thread of a 2-core EPYC (another job on
-the other core); the five paths alone about 39.
+for masked. Cells (a path spec at a K) run in ``--jobs`` worker processes of ``--threads`` torch
+threads each; every cell seeds itself, so the rows do not depend on either (the committed table:
+960 s with 2 workers of 1 thread on an otherwise idle 2-core EPYC; an earlier 1-process run gave
+the same KL in every non-Dirichlet row, to the last digit).
 
 Even a perfect sampler scores above 0: ``E KL(empirical_N || pi) = (K - 1) / (2 N) + O(N^-2)`` (the
 chi-square limit of ``2 N KL``). Each K therefore carries that floor, measured as the mean over
