@@ -48,7 +48,7 @@ def test_registry_config_and_errors():
     assert ar.bound == "exact_nll" and ar.family == "autoregressive"
     assert build("masked", 5).input_vocab_size == 6 and ar.input_vocab_size == 6
     assert build("fisher_rao", 5).bound == "dequantized_flow_bound"
-    assert build("dirichlet", 5).bound is None
+    assert build("dirichlet", 5).bound == "dequantized_flow_bound"
 
 
 def test_model_causality_must_match_the_path():

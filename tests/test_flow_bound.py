@@ -3,7 +3,8 @@ the noising kernel's density against draws of the path, the flow's change-of-var
 against a histogram of forward ODE samples, Hutchinson against the exact divergence, and the bound
 on data of known entropy before and after training (measured, not asserted: after 1,500 steps of
 this test's model the bound is 1.41 (Fisher-Rao) / 1.29 (linear) nats against an entropy of 1.11
-and log 4 = 1.39 for a uniform code: the bound is valid but not tight for a small learned flow)."""
+and log 4 = 1.39 for a uniform code: the bound is valid but not tight for a small learned flow;
+Dirichlet's reaches 1.16 after 50 steps and 1.15 after 400)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import simplexdiff as sd
 from simplexdiff.errors import ConfigError
 from simplexdiff.eval.flow_bound import flow_bound, flow_log_density
 
-CONTINUOUS = ["fisher_rao", "linear"]
+CONTINUOUS = ["fisher_rao", "linear", "dirichlet"]
 F64 = torch.float64
 
 
@@ -105,14 +106,19 @@ def test_flow_density_matches_forward_samples(name):
         zm = path.exp(z, field(z, s0), (s1 - s0) / 2)
         z = path.exp(z, path.transport(zm, z, field(zm, (s0 + s1) / 2)), s1 - s0)
     lo, hi = (0.0, math.pi / 2) if name == "fisher_rao" else (0.0, 1.0)
-    hist, centers = histogram_density(chart_coordinate(name, z[:, 0]), lo, hi, 20)
-    log_q, diag = flow_log_density(den, path, chart_point(name, centers)[:, None], s_star, 64)
-    q = log_q.exp()
+    bins, sub = 20, 5
+    hist, _ = histogram_density(chart_coordinate(name, z[:, 0]), lo, hi, bins)
+    # the density averaged over each bin (5 midpoints), not at its centre: the Dirichlet path's
+    # density is steep near the vertices, where a centre value is biased low
+    fine = lo + (torch.arange(bins * sub, dtype=F64) + 0.5) * (hi - lo) / (bins * sub)
+    log_q, diag = flow_log_density(den, path, chart_point(name, fine)[:, None], s_star, 64)
+    q = log_q.exp().view(bins, sub).mean(-1)
     assert diag["divergence"] == "exact"
     inner = slice(2, -2)  # the end bins straddle the edge of the pushed-forward support
-    rel = (hist[inner] / q[inner] - 1).abs()
-    assert rel.max() < 0.08, rel
-    assert rel.mean() < 0.03, rel
+    # binomial noise: a bin holding c draws is off by ~1/sqrt(c) (Dirichlet's middle bins hold ~200)
+    z = (hist - q)[inner] / (q[inner] / (n * (hi - lo) / bins)).sqrt()
+    assert z.abs().max() < 4, z
+    assert (hist[inner] / q[inner] - 1).abs().mean() < 0.05, hist / q
 
 
 @pytest.mark.parametrize("name", CONTINUOUS)
@@ -152,7 +158,7 @@ def test_bound_refuses_paths_without_density_and_bad_options():
     den = smooth_denoiser(3)
     x = torch.zeros(2, 2, dtype=torch.long)
     with pytest.raises(ConfigError, match="has no density"):
-        flow_bound(den, sd.paths.build("dirichlet", vocab_size=3), x)
+        flow_bound(den, sd.paths.build("masked", vocab_size=3), x)
     with pytest.raises(ConfigError, match="decode_time"):
         flow_bound(den, sd.paths.build("linear", vocab_size=3), x, decode_time=1.0)
     with pytest.raises(ConfigError, match="unknown divergence"):
@@ -201,9 +207,11 @@ def test_bound_is_above_the_entropy_and_improves_with_training(name):
         loss.backward()
         opt.step()
     (b0, s0), (b1, s1), (b2, s2) = bounds
-    assert b0 > b1 + 3 * math.hypot(s0, s1) and b1 > b2 + 3 * math.hypot(s1, s2), bounds
-    assert b2 > ENTROPY - 3 * s2, (bounds, ENTROPY)  # a bound: never below the truth
-    assert b2 < b0 / 4, bounds  # training moved it most of the way from where it started
+    # better after 50 steps, not worse after 400 (Dirichlet's is within 0.05 nats of the entropy by
+    # step 50), never below the truth, and most of the way from where it started to the truth
+    assert b0 > b1 + 3 * math.hypot(s0, s1) and b2 < b1 + 3 * math.hypot(s1, s2), bounds
+    assert b2 > ENTROPY - 3 * s2, (bounds, ENTROPY)
+    assert b2 - ENTROPY < (b0 - ENTROPY) / 4, bounds
 
 
 @pytest.mark.parametrize("name", CONTINUOUS)

@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader
 
 import simplexdiff as sd
 from simplexdiff.errors import ConfigError
+from simplexdiff.paths.continuous import ContinuousPath
+from simplexdiff.paths.linear import LinearSimplex
 
 
 def constant(logits):
@@ -62,13 +64,19 @@ def test_ar_equal_logits_exactly_log_v():
     assert abs(res["nats_per_token"] - math.log(v)) < 1e-6 and res["stderr"] < 1e-6
 
 
+class NoDensity(LinearSimplex):
+    """A user's continuous path without kernel densities (``log_conditional``): no bound."""
+
+    registry_name = "no_density"
+    log_conditional = ContinuousPath.log_conditional
+
+
 def test_errors_and_modes():
-    dirichlet = sd.paths.build("dirichlet", vocab_size=5)
     with pytest.raises(
-        ConfigError, match="no likelihood bound for continuous path 'dirichlet' yet"
+        ConfigError, match="no likelihood bound for continuous path 'no_density' yet"
     ):
         sd.eval.likelihood(
-            constant(torch.zeros(5)), torch.zeros(2, 3, dtype=torch.long), path=dirichlet
+            constant(torch.zeros(5)), torch.zeros(2, 3, dtype=torch.long), path=NoDensity(5)
         )
     path = sd.paths.build("masked", vocab_size=5)
     model = sd.models.DiT(5, 16, 1, 2, 8)
@@ -164,12 +172,13 @@ def test_markov_chain_bounds(name, markov):
 def test_validation_logs_the_bound_only_for_paths_with_one():
     x = torch.randint(0, 5, (16, 8), generator=torch.Generator().manual_seed(0))
     for name, model, has_bound in [
-        ("dirichlet", sd.models.DiT(5, 16, 1, 2, 8), False),
+        (NoDensity(5), sd.models.DiT(5, 16, 1, 2, 8), False),
         ("fisher_rao", sd.models.DiT(5, 16, 1, 2, 8), True),
         ("uniform", sd.models.DiT(5, 16, 1, 2, 8), True),
         ("ar", sd.models.build("causal", vocab_size=5, d_model=16, n_layers=1, n_heads=2), True),
     ]:
-        lm = sd.DiffusionLM(model=model, path=sd.paths.build(name, vocab_size=5))
+        path = name if isinstance(name, NoDensity) else sd.paths.build(name, vocab_size=5)
+        lm = sd.DiffusionLM(model=model, path=path)
         val = trainer(inference_mode=False).validate(lm, DataLoader(x, batch_size=8), verbose=False)
         val = val[0]
         assert "val/loss" in val

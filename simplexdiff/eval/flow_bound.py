@@ -6,7 +6,8 @@ time ``s* = kappa(t*)``, then decode every position independently with
 ``r(k | z) = p_{s*}(z | e_k) / sum_j p_{s*}(z | e_j)``: the Bayes posterior of the path's own
 noising kernel under a uniform token prior (for Fisher-Rao and linear paths with ``s* >= 1/2`` the
 supports of ``p_{s*}(. | e_k)`` are disjoint, so ``r`` is the indicator of the region ``z`` lies
-in and the decode is deterministic). Its likelihood ``P(x) = int q_{s*}(z) r(x | z) dz`` obeys,
+in and the decode is deterministic; Dirichlet kernels ``Dir(1 + alpha e_k)`` overlap everywhere,
+so its decode is a proper posterior). Its likelihood ``P(x) = int q_{s*}(z) r(x | z) dz`` obeys,
 for the variational choice ``z ~ p_{s*}(. | x)`` (the forward noising, per position),
 
     -log P(x) <= E_z[ -log q_{s*}(z) + log p_{s*}(z | x) - log r(x | z) ]
@@ -25,8 +26,8 @@ onto the tangent space: the sphere's, or the simplex's hyperplane), exact (one v
 product per coordinate) or by Hutchinson's estimator with tangent Rademacher probes (Grathwohl et
 al. 2019, *FFJORD*). The prior's and kernel's densities use the same reference volume, so its
 normalising constant cancels. The paths' field is tangent to the faces of the prior's support
-(``vanish_on_faces``), so the model's flow maps that support onto itself and the backward ODE
-stays inside it.
+(``vanish_on_faces``; Dirichlet's flow factor vanishes there by itself), so the model's flow
+maps that support onto itself and the backward ODE stays inside it.
 
 For an exact field the bound is tight when the supports are disjoint (``s* >= 1/2`` above). What it
 does not cover: the ODE's discretisation error (check by doubling ``steps``; the estimate rises

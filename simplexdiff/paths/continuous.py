@@ -21,6 +21,7 @@ text) than CE's (1e-3).
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any
 
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.geometry import one_hot, project_to_simplex
+from simplexdiff.geometry import dirichlet_ones, one_hot, project_to_simplex
 from simplexdiff.paths.base import Denoiser, LossOutput, Path, cross_entropy
 from simplexdiff.paths.schedules import SCHEDULES
 
@@ -190,7 +191,21 @@ def vanish_on_faces(probs: Tensor, state: Tensor, width: float = FACE_WIDTH) -> 
 
 class FlatSimplexPath(ContinuousPath):
     """A continuous path on the flat simplex chart (Euclidean metric): the state is the probability
-    vector itself, an Euler move is a straight step projected back onto the simplex."""
+    vector itself, an Euler move is a straight step projected back onto the simplex. The prior is
+    ``Dir(1)``, uniform on the simplex."""
+
+    def prior(
+        self,
+        batch: int,
+        length: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        return dirichlet_ones((batch, length, self.vocab_size), generator, device)
+
+    def prior_log_density(self, state: Tensor) -> Tensor:
+        """``Dir(1)``: ``(V - 1)!`` with respect to Lebesgue measure on ``V - 1`` coordinates."""
+        return torch.full_like(state[..., 0], math.lgamma(self.vocab_size))
 
     def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
         return project_to_simplex(self.exp(state, velocity, h))

@@ -31,7 +31,11 @@ accuracy against mpmath: about ``1e-12`` for ``a <= 1000`` and any ``y`` in ``(0
 draw from the seeded ``generator`` becomes an exact ``Dir(1 + alpha(s) e_k)`` draw and training
 keeps the shared prior-then-interpolate structure. The x1-prediction field is
 ``v(x, s) = sum_k p_k u_s(x | e_k)``; an Euler step is ``x + h v`` projected onto the simplex.
-The flow factor is a fixed target: no gradient flows through it (only through ``p``). It is
+The flow factor is a fixed target in training: no gradient flows through it (only through ``p``).
+For the likelihood bound (``simplexdiff.eval.flow_bound``) the field is differentiated in the
+state: ``dC/dy`` has a closed form in ``C`` itself (``flow_factor_dy``, from the continuity
+equation of the ``Beta(1 + a, K - 1)`` marginal), and the kernel density is ``Dir(1 + alpha e_k)``
+(``log_conditional``). It is
 computed on the CPU in float64 (about 100 nodes per point). The sampler needs it at every
 coordinate of every state (``N L K`` points per step), all at one concentration: there the field
 tabulates ``C(., a)`` once per ``a`` on a uniform grid of ``logit y`` (``TABLE_NODES`` points over
@@ -54,7 +58,6 @@ from scipy import special
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.geometry import dirichlet_ones
 from simplexdiff.paths.continuous import FlatSimplexPath
 
 DEFAULT_ALPHA_MAX = 50.0
@@ -142,6 +145,41 @@ def tabulated_flow_factor(y: Tensor, a: float, n_other: int) -> Tensor:
     return torch.where(y < y_min, grid[0] * (y / y_min), c)
 
 
+def flow_factor_dy(y: Tensor, a: Tensor, c: Tensor, n_other: int) -> Tensor:
+    """``dC/dy`` from the 1-D continuity equation of ``x_k ~ Beta(1 + a, K - 1)`` moved by
+    ``dy/da = C (1 - y)``: with ``m = psi(a + 1) - psi(a + K)`` and ``q = K - 1``,
+    ``C' = [m - log y - C a (1 - y) / y + q C] / (1 - y)`` (``c = C(y, a)``). Taken at ``y``
+    clamped into ``[1e-300, 1 - 1e-6]`` (``C`` recomputed there), where the ``0/0`` at ``y = 1``
+    and the ``log y`` at ``y = 0`` stay finite; both ends are null sets of the flow."""
+    yc = y.clamp(1e-300, 1 - 1e-6)
+    moved = yc != y
+    if moved.any():
+        c = c.clone()
+        c[moved] = torch.from_numpy(
+            flow_factor(yc[moved].cpu().numpy(), a[moved].cpu().numpy(), n_other)
+        ).to(c)
+    m = torch.digamma(a + 1) - torch.digamma(a + 1 + n_other)
+    return (m - torch.log(yc) - c * a * (1 - yc) / yc + n_other * c) / (1 - yc)
+
+
+class _FlowFactor(torch.autograd.Function):
+    """``C(y, a)`` by quadrature (float64) with ``flow_factor_dy`` as its derivative in ``y``; no
+    gradient for ``a`` (the likelihood bound differentiates the field in the state only)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, a: Tensor, n_other: int) -> Tensor:
+        c = torch.from_numpy(flow_factor(y.detach().cpu().numpy(), a.cpu().numpy(), n_other))
+        c = c.to(y.device, y.dtype)
+        ctx.save_for_backward(y, a, c)
+        ctx.n_other = n_other
+        return c
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        y, a, c = ctx.saved_tensors
+        return grad * flow_factor_dy(y, a, c, ctx.n_other), None, None
+
+
 def betainc_da(p: np.ndarray, q: np.ndarray | float, x: np.ndarray) -> np.ndarray:
     """``d I_x(p, q) / d p`` of the regularized incomplete beta function (``p >= 1``), from the
     flow factor: ``-x^(p-1) (1-x)^q / B(p, q) * C(x, p - 1)`` (integer ``q``)."""
@@ -205,14 +243,15 @@ class DirichletPath(FlatSimplexPath):
         return np.broadcast_to(self.alpha(s).numpy(), shape)
 
     # --- geometry ----------------------------------------------------------------------------
-    def prior(
-        self,
-        batch: int,
-        length: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        return dirichlet_ones((batch, length, self.vocab_size), generator, device)
+    def log_conditional(self, state: Tensor, s: Tensor) -> Tensor:
+        """``log Dir(x; 1 + alpha(s) e_k)`` for every ``k``: ``lgamma(V + a) - lgamma(1 + a) +
+        a log x_k`` with respect to the reference of ``prior_log_density`` (``Dir(1)`` is
+        ``lgamma(V)``); ``-inf`` off the simplex."""
+        a = self.alpha(torch.as_tensor(s, dtype=state.dtype, device=state.device))[..., None]
+        v = self.vocab_size
+        log_p = torch.lgamma(v + a) - torch.lgamma(1 + a) + torch.special.xlogy(a, state)
+        inside = (state >= -16 * torch.finfo(state.dtype).eps).all(-1, keepdim=True)
+        return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
 
     def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """``x0 ~ Dir(1)`` carried by the conditional flow to ``Dir(1 + alpha(t) e_k)``."""
@@ -246,6 +285,9 @@ class DirichletPath(FlatSimplexPath):
         """``C(y, alpha(t))`` at every coordinate, in ``dtype``: tabulated per distinct time when
         that is cheaper than the quadrature at every point (see the module docstring)."""
         t = torch.as_tensor(t, device=y.device).expand(y.shape[:-1])
+        if y.requires_grad and torch.is_grad_enabled():  # the likelihood bound's divergence
+            a = self.alpha(t.to(torch.float64))[..., None].expand(y.shape)
+            return _FlowFactor.apply(y.to(torch.float64), a, self.vocab_size - 1).to(dtype)
         times = torch.unique(t)
         if len(times) * TABLE_NODES >= y.numel():
             a = self._alpha_np(t, y.shape[:-1])[..., None]

@@ -12,21 +12,11 @@ import math
 import torch
 from torch import Tensor
 
-from simplexdiff.geometry import dirichlet_ones
 from simplexdiff.paths.continuous import FlatSimplexPath, vanish_on_faces
 
 
 class LinearSimplex(FlatSimplexPath):
     """Straight lines on the flat simplex."""
-
-    def prior(
-        self,
-        batch: int,
-        length: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        return dirichlet_ones((batch, length, self.vocab_size), generator, device)
 
     def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         t = t[..., None]
@@ -34,10 +24,6 @@ class LinearSimplex(FlatSimplexPath):
 
     def field(self, state: Tensor, probs: Tensor, t: Tensor) -> Tensor:
         return (vanish_on_faces(probs, state) - state) / (1 - t[..., None])
-
-    def prior_log_density(self, state: Tensor) -> Tensor:
-        """``Dir(1)``: ``(V - 1)!`` with respect to Lebesgue measure on ``V - 1`` coordinates."""
-        return torch.full_like(state[..., 0], math.lgamma(self.vocab_size))
 
     def log_conditional(self, state: Tensor, s: Tensor) -> Tensor:
         """``x_s = (1 - s) x0 + s e_k`` is the prior shrunk by ``1 - s`` towards ``e_k``: uniform,
