@@ -1,7 +1,9 @@
 """Pieces of ``benchmarks/toy_simplex.py`` (the Dirichlet-FM toy benchmark) and the ``mlp`` model."""
 
 import importlib.util
+import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -120,3 +122,22 @@ def test_masked_end_to_end_near_floor(toy):
     row = toy.run_cell("masked", pi, cfg, floor, toy.uniform_sampler_kl(pi, cfg.samples))
     assert row.nfe == toy.SAMPLE_STEPS["masked"] and row.samples == cfg.samples
     assert row.kl < 3 * floor, (row.kl, floor)
+
+
+@pytest.mark.slow
+def test_rows_do_not_depend_on_the_worker_count(tmp_path):
+    """The script end to end (spawned worker processes, JSON): every cell seeds itself, so one
+    worker and two give the same rows."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_simplex.py"
+    results = []
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}.json"
+        args = ["--K", "5", "7", "--paths", "masked", "dirichlet", "--train-steps", "20"]
+        args += ["--samples", "400", "--floor-replicates", "2", "--jobs", str(jobs)]
+        subprocess.run([sys.executable, str(script), *args, "--out", str(out)], check=True)
+        results.append(json.loads(out.read_text()))
+    rows = [[(r["path"], r["K"], r["kl"]) for r in res["rows"]] for res in results]
+    assert rows[0] == rows[1] and len(rows[0]) == 4
+    assert results[1]["settings"]["jobs"] == 2
+    assert all(r["kl"] > 0 for r in results[0]["rows"])
+    assert (tmp_path / "jobs2.png").exists()
