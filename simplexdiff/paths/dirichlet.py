@@ -282,17 +282,15 @@ class DirichletPath(FlatSimplexPath):
         return rate[..., None] * v
 
     def _flow_factor(self, y: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
-        """``C(y, alpha(t))`` at every coordinate, in ``dtype``: tabulated per distinct time when
-        that is cheaper than the quadrature at every point (see the module docstring)."""
+        """``C(y, alpha(t))`` at every coordinate, in ``dtype``: the quadrature (differentiable in
+        ``y``) where the bound differentiates the field or where it is cheaper, else tabulated per
+        distinct time (see the module docstring)."""
         t = torch.as_tensor(t, device=y.device).expand(y.shape[:-1])
-        if y.requires_grad and torch.is_grad_enabled():  # the likelihood bound's divergence
+        times = torch.unique(t)
+        differentiate = y.requires_grad and torch.is_grad_enabled()  # the bound's divergence
+        if differentiate or len(times) * TABLE_NODES >= y.numel():
             a = self.alpha(t.to(torch.float64))[..., None].expand(y.shape)
             return _FlowFactor.apply(y.to(torch.float64), a, self.vocab_size - 1).to(dtype)
-        times = torch.unique(t)
-        if len(times) * TABLE_NODES >= y.numel():
-            a = self._alpha_np(t, y.shape[:-1])[..., None]
-            c = flow_factor(y.detach().to("cpu", torch.float64).numpy(), a, self.vocab_size - 1)
-            return torch.from_numpy(c).to(y.device, dtype)
         y = y.detach().to(dtype)
         alphas = self.alpha(times.to("cpu", torch.float64)).tolist()
         if len(times) == 1:
