@@ -7,14 +7,20 @@ For each checkpoint listed in the side-by-side JSON and each sampler that applie
 position per step, so it runs once, at ``length`` steps) and measures them with
 ``simplexdiff.eval.sample_metrics``: bits per char under the side-by-side's AR checkpoint (the
 reference), unigram entropy, word validity, character n-gram KL against the test split; plus the
-denoiser calls and seconds. Writes JSON and a Markdown table next to it.
+denoiser calls and seconds. Cells run in ``--jobs`` worker processes, each pinned to its own core
+with one torch thread (every cell seeds its draws: the rows do not depend on ``--jobs``). Writes
+JSON and a Markdown table next to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import as_completed
 from pathlib import Path
+
+import torch
+from workers import pinned_pool
 
 import simplexdiff as sd
 from simplexdiff.cli import machine
@@ -29,6 +35,25 @@ SAMPLERS = {  # those that apply to the path are run
 }
 
 
+def sweep_cell(run: dict, sampler: str, steps: int, args, reference: str | None) -> dict:
+    """Samples of one checkpoint with one sampler at one step count, and their metrics."""
+    lm = sd.DiffusionLM.load(run["checkpoint"])
+    train = train_reference(lm.data_config["corpus"] if lm.data_config else "text8")
+    ref = sd.DiffusionLM.load(reference) if reference else None
+    texts, nfe, secs = draw_samples(
+        lm, args.samples, args.length, steps, sampler, args.seed, args.batch
+    )
+    return {
+        "recipe": Path(run["recipe"]).stem,
+        "sampler": sampler,
+        "steps": steps,
+        "nfe": nfe,
+        "seconds": round(secs, 1),
+        **sample_metrics(texts, train, ref),
+        "example": texts[0][:120],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="benchmarks/results/text8_side_by_side_15min.json")
@@ -39,52 +64,49 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipes", nargs="*", default=None, help="only these (default: all)")
     p.add_argument("--out", default="benchmarks/results/text8_sampler_sweep.json")
+    p.add_argument("--jobs", type=int, default=1, help="concurrent pinned one-thread workers")
     args = p.parse_args()
+    torch.set_num_threads(1)  # as in every worker: machine() names it
     runs = json.loads(Path(args.runs).read_text())["rows"]
     ar = [r for r in runs if Path(r["recipe"]).stem == "ar"]
-    reference = sd.DiffusionLM.load(ar[0]["checkpoint"]) if ar else None
+    reference = ar[0]["checkpoint"] if ar else None
     # cells already in --out are kept, not redrawn (a sweep can run in parts)
     rows = json.loads(Path(args.out).read_text())["rows"] if Path(args.out).exists() else []
     done = {(r["recipe"], r["sampler"], r["steps"]) for r in rows}
+    cells = []
     for run in runs:
-        if args.recipes is not None and Path(run["recipe"]).stem not in args.recipes:
+        name = Path(run["recipe"]).stem
+        if args.recipes is not None and name not in args.recipes:
             continue
-        lm = sd.DiffusionLM.load(run["checkpoint"])
-        train = train_reference(lm.data_config["corpus"] if lm.data_config else "text8")
-        family = lm.path.family
-        for sampler in [n for n in SAMPLERS[family] if SAMPLER_REGISTRY.build(n).fits(lm.path)]:
+        path = sd.paths.build(**run["path"])
+        family = path.family
+        for sampler in [n for n in SAMPLERS[family] if SAMPLER_REGISTRY.build(n).fits(path)]:
             for steps in [args.length] if family == "autoregressive" else args.steps:
-                if (Path(run["recipe"]).stem, sampler, steps) in done:
-                    continue
-                texts, nfe, secs = draw_samples(
-                    lm, args.samples, args.length, steps, sampler, args.seed, args.batch
-                )
-                metrics = sample_metrics(texts, train, reference)
-                row = {
-                    "recipe": Path(run["recipe"]).stem,
-                    "sampler": sampler,
-                    "steps": steps,
-                    "nfe": nfe,
-                    "seconds": round(secs, 1),
-                    **metrics,
-                    "example": texts[0][:120],
-                }
-                rows.append(row)
-                print(
-                    f"{row['recipe']:>10} {sampler:>10} {steps:>4} steps  nfe {nfe:>5}  "
-                    f"ref bpc {metrics.get('reference_bpc', float('nan')):.3f}  "
-                    f"entropy {metrics['unigram_entropy']:.3f}  "
-                    f"words {metrics['word_validity']:.3f}  {secs:.0f} s",
-                    flush=True,
-                )
-                report = {
-                    "machine": machine(),
-                    "runs": args.runs,
-                    "reference": ar[0]["checkpoint"] if ar else None,
-                    "settings": vars(args),
-                    "rows": rows,
-                }
-                Path(args.out).write_text(json.dumps(report, indent=2))
+                if (name, sampler, steps) not in done:
+                    cells.append((run, sampler, steps))
+    order = {(Path(r["recipe"]).stem, s, n): i for i, (r, s, n) in enumerate(cells)}
+    with pinned_pool(args.jobs) as pool:
+        futures = [pool.submit(sweep_cell, *cell, args, reference) for cell in cells]
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            rows.sort(key=lambda r: order.get((r["recipe"], r["sampler"], r["steps"]), -1))
+            print(
+                f"{row['recipe']:>10} {row['sampler']:>10} {row['steps']:>4} steps  "
+                f"nfe {row['nfe']:>5}  ref bpc {row.get('reference_bpc', float('nan')):.3f}  "
+                f"entropy {row['unigram_entropy']:.3f}  words {row['word_validity']:.3f}  "
+                f"{row['seconds']:.0f} s",
+                flush=True,
+            )
+            report = {
+                "machine": machine(),
+                "jobs": args.jobs,
+                "runs": args.runs,
+                "reference": reference,
+                "settings": vars(args),
+                "rows": rows,
+            }
+            Path(args.out).write_text(json.dumps(report, indent=2))
     lines = [
         "| recipe | sampler | steps | NFE | ref-AR bpc | entropy | word validity | 2-gram KL |",
         "|---|---|---|---|---|---|---|---|",

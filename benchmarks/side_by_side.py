@@ -1,7 +1,10 @@
 """Equal-compute side-by-side of text8 recipes: each trains for the same wall-clock budget on this
-machine, one after the other in one run, then its test-split likelihood bound is measured.
+machine in one run, then its test-split likelihood bound is measured.
 
-    python benchmarks/side_by_side.py --recipes ar masked uniform --minutes 15
+    python benchmarks/side_by_side.py --recipes ar masked uniform --minutes 15 --jobs 2
+
+Recipes run in ``--jobs`` worker processes, each pinned to its own core with one torch thread
+(``--jobs 1``: one after the other on one core), so every row gets the same compute.
 
 For each ``recipes/text8/NAME.yaml``: a short timing of its training step sets ``max_steps`` (30%
 above what the budget allows, so the warm-up + cosine learning-rate schedule is most of the way
@@ -18,9 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import torch
+from workers import pinned_pool
 
 import simplexdiff as sd
 from simplexdiff.cli import build, machine, train
@@ -48,41 +54,48 @@ def step_seconds(cfg, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def train_rows(args, budget: float) -> list[dict]:
-    """Train each recipe for the budget, one after the other; rows of what ran."""
+def train_row(name: str, args, budget: float) -> dict:
+    """Train one recipe for the budget; the row of what ran."""
     hms = time.strftime("%H:%M:%S", time.gmtime(budget))
-    rows = []
-    for name in args.recipes:
-        recipe = Path("recipes/text8") / f"{name}.yaml"
-        cfg = load_recipe(recipe, [f"out_dir={args.runs}/{name}", *args.overrides])
-        per_step = step_seconds(cfg)
-        # plan 30% more steps than the probe predicts, so the wall-clock cap is what stops training
-        # (a short probe overestimated the step time by ~15% here: runs ended early on max_steps)
-        steps = max(10, int(1.3 * budget / per_step))
-        overrides = [f"trainer.max_time=00:{hms}", f"trainer.max_steps={steps}"]
-        cfg = load_recipe(recipe, [f"out_dir={args.runs}/{name}", *overrides, *args.overrides])
-        print(f"== {name}: {per_step:.2f} s/step measured, max_steps {steps}, budget {hms}")
-        result = train(cfg)
-        rows.append(
-            {
-                "recipe": str(recipe),
-                "steps": result["steps"],
-                "train_seconds": result["train_seconds"],
-                "planned_steps": steps,
-                "seconds_per_step_measured": per_step,
-                "checkpoint": result["checkpoint"],
-                "seed": cfg.seed,
-                "data": dict(cfg.data),
-            }
-        )
-        write(args, budget, rows)
-    return rows
+    recipe = Path("recipes/text8") / f"{name}.yaml"
+    cfg = load_recipe(recipe, [f"out_dir={args.runs}/{name}", *args.overrides])
+    per_step = step_seconds(cfg)
+    # plan 30% more steps than the probe predicts, so the wall-clock cap is what stops training
+    # (a short probe overestimated the step time by ~15% here: runs ended early on max_steps)
+    steps = max(10, int(1.3 * budget / per_step))
+    overrides = [f"trainer.max_time=00:{hms}", f"trainer.max_steps={steps}"]
+    cfg = load_recipe(recipe, [f"out_dir={args.runs}/{name}", *overrides, *args.overrides])
+    print(f"== {name}: {per_step:.2f} s/step measured, max_steps {steps}, budget {hms}")
+    result = train(cfg)
+    return {
+        "recipe": str(recipe),
+        "steps": result["steps"],
+        "train_seconds": result["train_seconds"],
+        "planned_steps": steps,
+        "seconds_per_step_measured": per_step,
+        "checkpoint": result["checkpoint"],
+        "seed": cfg.seed,
+        "data": dict(cfg.data),
+    }
 
 
-def evaluate(row: dict, args, reference) -> dict:
+def run_all(fn, items: list, args, *extra) -> Iterator[dict[int, dict]]:
+    """``fn(item, args, *extra)`` for each item in ``--jobs`` pinned workers; yields the results
+    so far by item index after each one finishes (the caller writes ``--out``: a crash keeps
+    what finished)."""
+    done: dict[int, dict] = {}
+    with pinned_pool(args.jobs) as pool:
+        futures = {pool.submit(fn, item, args, *extra): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            yield done
+
+
+def evaluate(row: dict, args, reference_checkpoint: str | None) -> dict:
     """The test-split bound (every family's strongest valid one) and sample metrics at
-    ``--sample-steps`` with the path's default sampler, under the AR ``reference``."""
+    ``--sample-steps`` with the path's default sampler, under the AR reference checkpoint."""
     lm = sd.DiffusionLM.load(row["checkpoint"])
+    reference = sd.DiffusionLM.load(reference_checkpoint) if reference_checkpoint else None
     data = row.get("data") or {"corpus": "text8", "seq_len": 256}
     dm = sd.data.TextDataModule(corpus=data["corpus"], seq_len=data["seq_len"])
     tokens = dm.split("test")[: args.eval_sequences]
@@ -126,6 +139,7 @@ def write(args, budget: float, rows: list[dict]) -> None:
     report = {
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
+        "jobs": args.jobs,
         "budget_seconds": budget,
         "split": "test",
         "eval_sequences": args.eval_sequences,
@@ -138,7 +152,9 @@ def write(args, budget: float, rows: list[dict]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--recipes", nargs="+", default=["ar", "masked", "uniform", "fisher_rao", "linear"]
+        "--recipes",
+        nargs="+",
+        default=["ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet"],
     )
     p.add_argument("--minutes", type=float, default=15.0)
     p.add_argument("--eval-sequences", type=int, default=256)
@@ -147,22 +163,26 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=16, help="samples for the sample metrics")
     p.add_argument("--sample-steps", type=int, default=128)
     p.add_argument("--eval-only", action="store_true", help="evaluate the rows of --out again")
+    p.add_argument("--jobs", type=int, default=1, help="concurrent pinned one-thread workers")
     p.add_argument("--out", default="benchmarks/results/side_by_side.json")
     p.add_argument("--runs", default="runs/side_by_side")
     p.add_argument("overrides", nargs="*", help="dotlist applied to every recipe")
     args = p.parse_args()
+    torch.set_num_threads(1)  # as in every worker: machine() names it
     if args.eval_only:
         saved = json.loads(Path(args.out).read_text())
         budget, rows = saved["budget_seconds"], saved["rows"]
     else:
         budget = 60 * args.minutes
-        rows = train_rows(args, budget)
+        for done in run_all(train_row, args.recipes, args, budget):
+            rows = [done[i] for i in sorted(done)]
+            write(args, budget, rows)
     ar = [r for r in rows if Path(r["recipe"]).stem == "ar"]
-    reference = sd.DiffusionLM.load(ar[0]["checkpoint"]) if ar else None
-    for i, row in enumerate(rows):
-        rows[i] = evaluate(row, args, reference)
+    reference = ar[0]["checkpoint"] if ar else None
+    for done in run_all(evaluate, list(rows), args, reference):
+        rows = [done.get(i, row) for i, row in enumerate(rows)]
         write(args, budget, rows)
-        print(f"== evaluated {Path(row['recipe']).stem}: {rows[i]['test_bpc']:.3f} bits/char")
+        print(f"== evaluated {len(done)} of {len(rows)}")
     lines = [
         "| recipe | bound | test bpc | ± 1 s.e. | steps | train s | ref-AR bpc of samples | "
         "sample entropy | word validity |",
@@ -178,7 +198,8 @@ def main() -> None:
         )
     table = "\n".join(lines)
     Path(args.out).with_suffix(".md").write_text(
-        f"Machine: {machine()}\n\nBudget {budget / 60:.0f} min each, test split first "
+        f"Machine: {machine()}\n\nBudget {budget / 60:.0f} min each, {args.jobs} recipe(s) at a "
+        f"time on separate cores; test split first "
         f"{args.eval_sequences} chunks; samples: {args.samples} x {args.sample_steps} steps, "
         f"default sampler\n\n{table}\n"
     )

@@ -4,7 +4,9 @@ For each path: tokens/s of ``path.training_loss(...).backward()`` (noising, deno
 to the bare backbone's forward + backward on the same batch (a plain cross-entropy on its logits; the
 backbone is the DiT, or the causal transformer for a path that needs one: the AR baseline), and
 the backbone's achieved FLOP/s (counted by ``torch.utils.flop_counter``) as a share of the measured
-fp32 (or bf16 on CUDA) matmul peak of the same machine, all in one run. Writes JSON.
+fp32 (or bf16 on CUDA) matmul peak of the same machine, all in one run. Also each bare backbone
+with every kind of positions (``backbones``: rotary, the default, against learned absolute ones),
+so the cost of the rotary embedding is measured in the same run. Writes JSON.
 
     python benchmarks/throughput.py [--out benchmarks/results/throughput.json] [--repeats 5]
 """
@@ -21,7 +23,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import simplexdiff as sd
+from simplexdiff.cli import machine
 from simplexdiff.lightning import stratified_times
+from simplexdiff.models.blocks import POSITIONS
 
 S_CONFIG = dict(d_model=256, n_layers=4, n_heads=4, max_len=256)  # DESIGN "S"
 
@@ -66,30 +70,62 @@ def main() -> None:
 
     x1 = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
     t = stratified_times(args.batch, device=device)
-    results = []
-    for name in args.paths or sd.paths.available():
-        path = sd.paths.build(name, vocab_size=args.vocab)
-        # the backbone whose causality the path needs: the DiT, or the causal transformer (AR)
-        backbone = "causal" if path.causal else "dit"
-        model = sd.models.build(backbone, vocab_size=args.vocab, **S_CONFIG).to(device)
+
+    def backbone_step(backbone: str, inputs: torch.Tensor, positions: str = "rotary"):
+        """The model and its bare forward + backward (a plain cross-entropy on its logits)."""
+        model = sd.models.build(
+            backbone, vocab_size=args.vocab, positions=positions, **S_CONFIG
+        ).to(device)
         for prm in model.parameters():  # leave the identity initialisation: realistic numerics
             torch.nn.init.normal_(prm, std=0.02)
-        with torch.no_grad():
-            inputs = path.model_input(path.prior(args.batch, args.seq, device=device))
 
-        def bare(model=model, inputs=inputs):
+        def bare():
             with autocast:
                 logits = model(inputs, t)
             torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x1.flatten()).backward()
+
+        return model, bare
+
+    def flops_of(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    backbones = []
+    for backbone in ("dit", "causal"):
+        for positions in POSITIONS:
+            _, bare = backbone_step(backbone, x1, positions)
+            flops, bare_t = flops_of(bare), min(timed(bare, args.repeats, sync) for _ in range(3))
+            backbones.append(
+                {
+                    "backbone": backbone,
+                    "positions": positions,
+                    "bare_step_s": bare_t,
+                    "flops_per_step": flops,
+                    "achieved_flops_per_s": flops / bare_t,
+                    "share_of_matmul_peak": flops / bare_t / peak,
+                }
+            )
+            print(
+                f"{backbone:6s} {positions:8s} bare step {bare_t:.3f} s"
+                f"  ({100 * flops / bare_t / peak:.1f}% of peak)"
+            )
+
+    results = []
+    for name in args.paths or sd.paths.available():
+        path = sd.paths.build(name, vocab_size=args.vocab)
+        with torch.no_grad():
+            inputs = path.model_input(path.prior(args.batch, args.seq, device=device))
+        # the backbone whose causality the path needs: the DiT, or the causal transformer (AR)
+        backbone = "causal" if path.causal else "dit"
+        model, bare = backbone_step(backbone, inputs)
 
         def step(model=model, path=path):
             with autocast:
                 loss = path.training_loss(model, x1, path.training_times(t)).loss
             loss.backward()
 
-        with FlopCounterMode(display=False) as counter:
-            bare()
-        flops = counter.get_total_flops()
+        flops = flops_of(bare)
         # interleave the two measurements so drifting machine load hits both alike
         bare_s, step_s = [], []
         for _ in range(3):
@@ -117,6 +153,7 @@ def main() -> None:
         )
     out = {
         "machine": {
+            "name": machine(),
             "node": platform.node(),
             "processor": platform.processor(),
             "threads": torch.get_num_threads(),
@@ -134,6 +171,7 @@ def main() -> None:
             "seed": args.seed,
         },
         "matmul_peak_flops_per_s": peak,
+        "backbones": backbones,
         "paths": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import simplexdiff as sd
 from simplexdiff.errors import ConfigError
+from simplexdiff.models.blocks import Rotary, rotate
 
 
 def test_dit_reads_ids_and_simplex_points_through_one_embedding():
@@ -45,3 +48,56 @@ def test_models_registry_rebuilds_from_config():
     assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in m.parameters())
     with pytest.raises(ConfigError, match="unknown option 'width'"):
         sd.models.build("dit", vocab_size=3, width=5)
+
+
+@given(
+    length=st.integers(1, 12),
+    shift=st.integers(0, 50),
+    head_dim=st.sampled_from([2, 8, 32]),
+    seed=st.integers(0, 2**16),
+)
+def test_rotary_scores_depend_on_relative_position_only(length, shift, head_dim, seed):
+    """<R_l q, R_m k> = <R_{l+s} q, R_{m+s} k>, and each rotation keeps the norm."""
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 1, 1, 1, head_dim, generator=g).expand(2, 1, 1, length + shift, -1)
+    rope = Rotary(head_dim)(length + shift, torch.device("cpu"))
+    rq, rk = rotate(q, rope)[0, 0], rotate(k, rope)[0, 0]
+    scores = rq @ rk.T
+    assert torch.allclose(scores[:length, :length], scores[shift:, shift:], atol=1e-4)
+    assert torch.allclose(rq.norm(dim=-1), q[0, 0].norm(dim=-1), atol=1e-5)
+    if length > 1:  # and the score does depend on the offset (the identity rotation would pass)
+        assert not torch.allclose(scores[0, 0], scores[0, 1], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["dit", "causal"])
+def test_positions_option(name):
+    """Rotary (default) has no position parameters; learned ones are ``input.pos``. Both run
+    under bf16 autocast; an unknown kind is one ConfigError."""
+    rotary = sd.models.build(name, vocab_size=5, d_model=16, n_layers=1, n_heads=2, max_len=8)
+    learned = sd.models.build(
+        name, vocab_size=5, d_model=16, n_layers=1, n_heads=2, max_len=8, positions="learned"
+    )
+    assert "input.pos" not in rotary.state_dict() and "input.pos" in learned.state_dict()
+    assert rotary.config()["positions"] == "rotary"
+    for m in (rotary, learned):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(torch.randint(0, 5, (2, 6)), torch.rand(2))
+        assert out.dtype == torch.bfloat16 and out.isfinite().all()
+    with pytest.raises(ConfigError, match="unknown positions 'alibi'"):
+        sd.models.build(name, vocab_size=5, d_model=16, n_heads=2, positions="alibi")
+    with pytest.raises(ConfigError, match="not divisible by n_heads=3"):
+        sd.models.build(name, vocab_size=5, d_model=16, n_heads=3)
+
+
+def test_rotary_dit_tells_neighbours_from_far_positions():
+    """With identical tokens everywhere but one, a rotary DiT's output at a position depends on
+    how far the odd token is; with no position information at all it could not."""
+    torch.manual_seed(0)
+    m = sd.models.DiT(vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_len=16)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    base = torch.zeros(1, 16, dtype=torch.long)
+    near, far = base.clone(), base.clone()
+    near[0, 8], far[0, 14] = 1, 1
+    t = torch.tensor([0.5])
+    assert not torch.allclose(m(near, t)[0, 7], m(far, t)[0, 7], atol=1e-3)

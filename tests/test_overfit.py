@@ -1,4 +1,10 @@
-"""A tiny model memorises one short text and samples it back, for each path and objective."""
+"""A tiny model memorises one short text and samples it back, for each path and objective.
+
+This checks the paths' training and sampling mechanics, not context: one fixed text is predicted
+from position alone, so the backbone here has learned absolute positions (``positions="learned"``).
+A rotary-only bidirectional backbone sees relative offsets only and cannot tell position 3 from
+position 7 in a near-noise state (measured: x1 cross-entropy 0.06-0.27 nats/char after the same
+400 steps). ``test_context.py`` is the test that a backbone uses its neighbours."""
 
 import pytest
 import torch
@@ -17,7 +23,7 @@ def test_overfit_fixed_text_and_sample_it_back(name, objective):
     tok = sd.data.CharTokenizer.text8()
     x1 = tok.encode_tensor(TEXT)[None].repeat(16, 1)
     path = sd.paths.build(name, vocab_size=27, objective=objective)
-    model = sd.models.DiT(27, d_model=64, n_layers=2, n_heads=4, max_len=32)
+    model = sd.models.DiT(27, d_model=64, n_layers=2, n_heads=4, max_len=32, positions="learned")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(400):
         out = path.training_loss(model, x1, path.training_times(stratified_times(16)))

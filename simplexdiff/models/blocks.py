@@ -5,7 +5,8 @@ A pre-norm block whose layer norms are modulated by a conditioning vector (adaLN
 ``(b, s, g)`` a linear function of the condition, initialised to zero so each block starts as the
 identity. Without a condition (``cond_dim=None``) it is a plain pre-norm block.
 Attention is ``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient kernels
-where the device has them; no hard dependency on flash-attn).
+where the device has them; no hard dependency on flash-attn). Positions enter as rotary embeddings of
+queries and keys (``Rotary``, the default) or as learned absolute vectors added to the input.
 """
 
 from __future__ import annotations
@@ -32,6 +33,37 @@ class TimeEmbedding(nn.Module):
         freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
         angles = 1000.0 * t.float()[:, None] * freqs[None]
         return self.mlp(torch.cat([angles.cos(), angles.sin()], -1))
+
+
+POSITIONS = ("rotary", "learned")
+Rope = tuple[Tensor, Tensor]  # (cos, sin) of the rotary angles, float32 [L, head_dim / 2]
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021, *RoFormer*), as in the text backbones of SEDD,
+    MDLM, Duo, RDLM and LLaDA. Channel pair ``(i, i + D/2)`` of each head's query and key at
+    position ``l`` is rotated by the angle ``l * base^(-2i/D)``; a score ``<R_l q, R_m k>`` then
+    depends on the positions only through ``l - m``. Angles are made in float32 on every call
+    (no buffer: nothing to cast under ``model.to(bf16)`` and nothing in the state dict)."""
+
+    def __init__(self, head_dim: int, base: float = 10_000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ConfigError(f"rotary positions need an even head size, got {head_dim}")
+        self.head_dim, self.base = head_dim, base
+
+    def forward(self, length: int, device: torch.device) -> Rope:
+        half = self.head_dim // 2
+        inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+        angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
+        return angles.cos(), angles.sin()
+
+
+def rotate(x: Tensor, rope: Rope) -> Tensor:
+    """Queries or keys ``[B, H, L, D]`` rotated by ``rope`` (in float32, back in ``x.dtype``)."""
+    cos, sin = rope
+    x1, x2 = x.float().chunk(2, -1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
 
 
 class Block(nn.Module):
@@ -66,24 +98,23 @@ class Block(nn.Module):
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def attention(self, x: Tensor) -> Tensor:
+    def attention(self, x: Tensor, rope: Rope | None) -> Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, d // self.n_heads).unbind(2)
+        qkv = self.qkv(x).view(b, n, 3, self.n_heads, d // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, L, D]
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal,
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
         )
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor | None = None, rope: Rope | None = None) -> Tensor:
         if self.modulation is None:
-            x = x + self.attention(self.norm1(x))
+            x = x + self.attention(self.norm1(x), rope)
             return x + self.mlp(self.norm2(x))
         b1, s1, g1, b2, s2, g2 = self.modulation(F.silu(cond))[:, None].chunk(6, -1)
-        x = x + g1 * self.attention(self.norm1(x) * (1 + s1) + b1)
+        x = x + g1 * self.attention(self.norm1(x) * (1 + s1) + b1, rope)
         return x + g2 * self.mlp(self.norm2(x) * (1 + s2) + b2)
 
 
@@ -104,19 +135,33 @@ class TokenEmbedding(nn.Module):
 
 class SequenceInput(nn.Module):
     """What both backbones read first: ``TokenEmbedding`` with ``V + 1`` rows (id ``V`` is MASK or
-    BOS) plus learned positions, refusing sequences longer than ``max_len``."""
+    BOS) and the positions, refusing sequences longer than ``max_len``. ``positions="rotary"``
+    (default) returns the rotary angles for the attention (``Rotary``) and adds nothing to the
+    input; ``"learned"`` adds learned absolute vectors (init std 0.02, parameter ``pos``) and
+    returns no angles. Returns ``(embeddings [B, L, d], rope or None)``."""
 
-    def __init__(self, vocab_size: int, d_model: int, max_len: int) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, max_len: int, positions: str, n_heads: int
+    ) -> None:
         super().__init__()
+        if positions not in POSITIONS:
+            raise ConfigError(f"unknown positions {positions!r}; choose one of {POSITIONS}")
+        if d_model % n_heads:
+            raise ConfigError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.max_len = max_len
         self.embed = TokenEmbedding(vocab_size + 1, d_model)
-        self.pos = nn.Parameter(torch.zeros(max_len, d_model))
-        nn.init.normal_(self.pos, std=0.02)
+        self.rotary = Rotary(d_model // n_heads) if positions == "rotary" else None
+        if positions == "learned":
+            self.pos = nn.Parameter(torch.zeros(max_len, d_model))
+            nn.init.normal_(self.pos, std=0.02)
 
-    def forward(self, inputs: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor) -> tuple[Tensor, Rope | None]:
         length = inputs.shape[1]
         if length > self.max_len:
             raise ConfigError(
                 f"sequence length {length} exceeds the model's max_len {self.max_len}"
             )
-        return self.embed(inputs) + self.pos[:length]
+        x = self.embed(inputs)
+        if self.rotary is not None:
+            return x, self.rotary(length, x.device)
+        return x + self.pos[:length], None

@@ -2,7 +2,8 @@
 
 ``CausalTransformer(vocab_size, ...)(inputs, t) -> logits [B, L, V]``: the same ``Block`` as the DiT
 without time conditioning (``cond_dim=None``: plain pre-norm blocks with affine layer norms) and with
-causal attention, the same ``V + 1``-row token embedding (id ``V`` is BOS), learned positions and a
+causal attention, the same ``V + 1``-row token embedding (id ``V`` is BOS), the same positions
+(rotary by default) and a
 zero-initialised ``V``-way head (so it starts at the uniform prediction, like the DiT). ``t`` is
 accepted and ignored, so the sampler and the paths call every backbone alike.
 """
@@ -31,6 +32,7 @@ class CausalTransformer(nn.Module):
         max_len: int = 256,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        positions: str = "rotary",
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -41,9 +43,10 @@ class CausalTransformer(nn.Module):
             max_len=max_len,
             mlp_ratio=mlp_ratio,
             dropout=dropout,
+            positions=positions,
         )
         self.vocab_size, self.max_len = vocab_size, max_len
-        self.input = SequenceInput(vocab_size, d_model, max_len)
+        self.input = SequenceInput(vocab_size, d_model, max_len, positions, n_heads)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=None, causal=True)
             for _ in range(n_layers)
@@ -57,7 +60,7 @@ class CausalTransformer(nn.Module):
         return {"name": "causal", **self.options}
 
     def forward(self, inputs: Tensor, t: Tensor | None = None) -> Tensor:
-        x = self.input(inputs)
+        x, rope = self.input(inputs)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope=rope)
         return self.head(self.norm(x))

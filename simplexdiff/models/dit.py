@@ -20,7 +20,8 @@ from simplexdiff.models.blocks import Block, SequenceInput, TimeEmbedding
 
 class DiT(nn.Module):
     """Diffusion transformer over token sequences (Peebles & Xie 2023, adapted to text as in
-    SEDD/MDLM): learned positions, adaLN-Zero blocks, a modulated final norm and a linear head."""
+    SEDD/MDLM): rotary positions (or learned ones, ``positions="learned"``), adaLN-Zero blocks,
+    a modulated final norm and a linear head."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class DiT(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         time_conditioning: bool = True,
+        positions: str = "rotary",
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -42,11 +44,12 @@ class DiT(nn.Module):
             max_len=max_len,
             mlp_ratio=mlp_ratio,
             dropout=dropout,
+            positions=positions,
             time_conditioning=time_conditioning,
         )
         self.time_conditioned = time_conditioning
         self.vocab_size, self.max_len = vocab_size, max_len
-        self.input = SequenceInput(vocab_size, d_model, max_len)
+        self.input = SequenceInput(vocab_size, d_model, max_len, positions, n_heads)
         self.time = TimeEmbedding(d_model)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=d_model) for _ in range(n_layers)
@@ -63,9 +66,9 @@ class DiT(nn.Module):
         return {"name": "dit", **self.options}
 
     def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
-        x = self.input(inputs)
+        x, rope = self.input(inputs)
         cond = self.time(t if self.time_conditioned else torch.zeros_like(t))
         for block in self.blocks:
-            x = block(x, cond)
+            x = block(x, cond, rope)
         shift, scale = self.final_modulation(nn.functional.silu(cond))[:, None].chunk(2, -1)
         return self.head(self.norm(x) * (1 + scale) + shift)
