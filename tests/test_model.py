@@ -69,6 +69,21 @@ def test_rotary_scores_depend_on_relative_position_only(length, shift, head_dim,
         assert not torch.allclose(scores[0, 0], scores[0, 1], atol=1e-4)
 
 
+def test_rotary_is_multiplication_by_unit_complex_numbers():
+    """RoFormer's definition, written independently: channel pair ``(i, i + D/2)`` is the complex
+    number ``x_i + j x_{i+D/2}``, multiplied at position ``l`` by ``exp(j l base^(-2i/D))``."""
+    head_dim, length = 8, 5
+    x = torch.randn(2, 3, length, head_dim, dtype=torch.float64)
+    got = rotate(x, Rotary(head_dim)(length, torch.device("cpu")))
+    freq = 10_000.0 ** (-torch.arange(head_dim // 2, dtype=torch.float64) * 2 / head_dim)
+    angle = torch.arange(length, dtype=torch.float64)[:, None] * freq
+    z = torch.complex(x[..., : head_dim // 2], x[..., head_dim // 2 :]) * torch.polar(
+        torch.ones_like(angle), angle
+    )
+    assert torch.allclose(got, torch.cat([z.real, z.imag], -1), atol=1e-6)
+    assert got.dtype == x.dtype
+
+
 @pytest.mark.parametrize("name", ["dit", "causal"])
 def test_positions_option(name):
     """Rotary (default) has no position parameters; learned ones are ``input.pos``. Both run

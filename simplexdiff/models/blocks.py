@@ -60,9 +60,10 @@ class Rotary(nn.Module):
 
 
 def rotate(x: Tensor, rope: Rope) -> Tensor:
-    """Queries or keys ``[B, H, L, D]`` rotated by ``rope`` (in float32, back in ``x.dtype``)."""
+    """Queries or keys ``[B, H, L, D]`` rotated by ``rope``, computed in float32 (or wider) and
+    returned in ``x.dtype``."""
     cos, sin = rope
-    x1, x2 = x.float().chunk(2, -1)
+    x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, -1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
 
 
