@@ -152,12 +152,20 @@ def main() -> None:
             report["wall_seconds"] = round(time.perf_counter() - start, 1)
             Path(args.out).write_text(json.dumps(report, indent=2))  # after each cell
             print(f"== {len(rows)}/{len(jobs)} cells done")
-    Path(args.out).with_suffix(".md").write_text(
-        f"Machine: {report['machine']}, {args.jobs} cells at a time\n\n"
-        f"recipes/quickstart.yaml at {args.steps} steps, seed 0; first {args.eval_sequences} "
-        f"chunks of 128 of each split (bits/char ± 1 s.e.)\n\n{table(rows, args.splits)}\n"
+    print(markdown(report, args.out))
+
+
+def markdown(report: dict, out: str) -> str:
+    """Write the Markdown table of ``report`` beside ``out``; return it."""
+    settings = report["settings"]
+    text = (
+        f"Machine: {report['machine']}, {report['jobs']} cells at a time\n\n"
+        f"recipes/quickstart.yaml at {settings['steps']} steps, seed 0; first "
+        f"{settings['eval_sequences']} chunks of 128 of each split (bits/char ± 1 s.e.)\n\n"
+        f"{table(report['rows'], settings['splits'])}\n"
     )
-    print(table(rows, args.splits))
+    Path(out).with_suffix(".md").write_text(text)
+    return text
 
 
 def table(rows: list[dict], splits: list[str]) -> str:
