@@ -187,27 +187,34 @@ def main() -> None:
         rows = [done.get(order.index(i), row) for i, row in enumerate(rows)]
         write(args, budget, rows)
         print(f"== evaluated {len(done)} of {len(rows)}")
+    print(markdown(json.loads(Path(args.out).read_text()), args))
+
+
+def markdown(report: dict, args) -> str:
+    """The Markdown table of a side-by-side report, written beside ``--out``; rows not evaluated
+    yet show their training only."""
     lines = [
         "| recipe | bound | test bpc | ± 1 s.e. | steps | train s | ref-AR bpc of samples | "
         "sample entropy | word validity |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        m = r["sample_metrics"]
+    for r in report["rows"]:
+        m = r.get("sample_metrics", {})
+        cells = [r.get("test_bpc"), r.get("test_bpc_stderr")]
+        cells += [m.get(k) for k in ("reference_bpc", "unigram_entropy", "word_validity")]
+        f = [f"{c:.3f}" if c is not None else "not evaluated" for c in cells]
         lines.append(
-            f"| {Path(r['recipe']).stem} | {r['bound']} | {r['test_bpc']:.3f} | "
-            f"{r['test_bpc_stderr']:.3f} | {r['steps']} | {r['train_seconds']:.0f} | "
-            f"{m.get('reference_bpc', float('nan')):.3f} | {m['unigram_entropy']:.3f} | "
-            f"{m['word_validity']:.3f} |"
+            f"| {Path(r['recipe']).stem} | {r.get('bound', '-')} | {f[0]} | {f[1]} | "
+            f"{r['steps']} | {r['train_seconds']:.0f} | {f[2]} | {f[3]} | {f[4]} |"
         )
-    table = "\n".join(lines)
-    Path(args.out).with_suffix(".md").write_text(
-        f"Machine: {machine()}\n\nBudget {budget / 60:.0f} min each, {args.jobs} recipe(s) at a "
-        f"time on separate cores; test split first "
-        f"{args.eval_sequences} chunks; samples: {args.samples} x {args.sample_steps} steps, "
-        f"default sampler\n\n{table}\n"
+    text = (
+        f"Machine: {report['machine']}\n\nBudget {report['budget_seconds'] / 60:.0f} min each, "
+        f"{report.get('jobs', 1)} recipe(s) at a time on separate cores; test split first "
+        f"{report['eval_sequences']} chunks; samples: {args.samples} x {args.sample_steps} steps, "
+        f"default sampler\n\n" + "\n".join(lines) + "\n"
     )
-    print(table)
+    Path(args.out).with_suffix(".md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":
