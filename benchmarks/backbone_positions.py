@@ -138,9 +138,17 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs", "eval_only")},
         "rows": [],
     }
-    if args.eval_only:  # score the saved rows on the splits they lack
-        report |= {k: v for k, v in json.loads(Path(args.out).read_text()).items() if k != "rows"}
-        jobs = [(score, row) for row in json.loads(Path(args.out).read_text())["rows"]]
+    if args.eval_only:  # score the saved rows on the splits they lack, and finished cells
+        saved = json.loads(Path(args.out).read_text())
+        report |= {k: v for k, v in saved.items() if k != "rows"}
+        jobs = [(score, row) for row in saved["rows"]]
+        have = {(r["family"], r["positions"]) for r in saved["rows"]}
+        jobs += [
+            (run_cell, f, pos)  # trained, not in --out yet: its checkpoint is scored
+            for f in args.families
+            for pos in args.positions
+            if (f, pos) not in have and any(Path(args.runs).glob(f"{f}-{pos}/version_*/final.ckpt"))
+        ]
     else:
         jobs = [(run_cell, f, pos) for f in args.families for pos in args.positions]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +157,8 @@ def main() -> None:
         for fut in as_completed([pool.submit(*job, args) for job in jobs]):
             rows.append(fut.result())
             rows.sort(key=lambda r: (FAMILIES.index(r["family"]), POSITIONS.index(r["positions"])))
-            report["wall_seconds"] = round(time.perf_counter() - start, 1)
+            if not args.eval_only:
+                report["wall_seconds"] = round(time.perf_counter() - start, 1)
             Path(args.out).write_text(json.dumps(report, indent=2))  # after each cell
             print(f"== {len(rows)}/{len(jobs)} cells done")
     print(markdown(report, args.out))

@@ -35,6 +35,11 @@ SAMPLERS = {  # those that apply to the path are run
 }
 
 
+def samplers_for(path: sd.paths.Path) -> list[str]:
+    """The samplers of ``SAMPLERS`` that apply to ``path``."""
+    return [n for n in SAMPLERS[path.family] if SAMPLER_REGISTRY.build(n).fits(path)]
+
+
 def sweep_cell(run: dict, sampler: str, steps: int, args, reference: str | None) -> dict:
     """Samples of one checkpoint with one sampler at one step count, and their metrics."""
     lm = sd.DiffusionLM.load(run["checkpoint"])
@@ -80,7 +85,7 @@ def main() -> None:
             continue
         path = sd.paths.build(**run["path"])
         family = path.family
-        for sampler in [n for n in SAMPLERS[family] if SAMPLER_REGISTRY.build(n).fits(path)]:
+        for sampler in samplers_for(path):
             for steps in [args.length] if family == "autoregressive" else args.steps:
                 if (name, sampler, steps) not in done:
                     cells.append((run, sampler, steps))

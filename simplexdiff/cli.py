@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -90,25 +91,26 @@ def machine() -> str:
     )
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit, validate, save a checkpoint and print samples; returns the results it writes."""
+def make_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    logger: Any,
+    callbacks: list | None = None,
+    progress_bar: bool = True,
+):
+    """The ``lightning.Trainer`` a recipe's ``trainer`` section describes, writing into
+    ``run_dir`` (``checkpoints/last.ckpt``; EMA when ``ema_decay`` is set), plus ``callbacks``."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
-    L.seed_everything(cfg.seed, verbose=False)
-    dm, lm = build(cfg)
-    if cfg.resume:
-        check_resume(cfg.resume, dm.tokenizer.vocab_size)
-    logger = CSVLogger(cfg.out_dir, name="")
-    run_dir = Path(logger.log_dir)  # a new version_N folder: earlier runs are never overwritten
     tc = cfg.trainer
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
-        TQDMProgressBar(refresh_rate=10),
+        *([TQDMProgressBar(refresh_rate=10)] if progress_bar else []),
+        *(callbacks or []),
     ]
     if tc.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=tc.ema_decay))
-    trainer = L.Trainer(
+    return L.Trainer(
         max_steps=tc.max_steps,
         max_time=tc.max_time,
         val_check_interval=tc.val_check_interval,
@@ -124,7 +126,21 @@ def train(cfg: DictConfig) -> dict:
         callbacks=callbacks,
         logger=logger,
         enable_model_summary=False,
+        enable_progress_bar=progress_bar,
     )
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, validate, save a checkpoint and print samples; returns the results it writes."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    L.seed_everything(cfg.seed, verbose=False)
+    dm, lm = build(cfg)
+    if cfg.resume:
+        check_resume(cfg.resume, dm.tokenizer.vocab_size)
+    logger = CSVLogger(cfg.out_dir, name="")
+    run_dir = Path(logger.log_dir)  # a new version_N folder: earlier runs are never overwritten
+    trainer = make_trainer(cfg, run_dir, logger)
     start = time.perf_counter()
     trainer.fit(lm, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
     train_s = time.perf_counter() - start

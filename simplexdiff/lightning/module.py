@@ -43,7 +43,13 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return cosine_decay((step - warmup_steps) / max(1, total_steps - warmup_steps), min_ratio)
+
+
+def cosine_decay(progress: float, min_ratio: float) -> float:
+    """LR multiplier ``min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2`` at ``p = progress``
+    clipped to ``[0, 1]``: from 1 down to ``min_ratio``."""
+    progress = min(1.0, max(0.0, progress))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -246,7 +252,8 @@ class DiffusionLM(L.LightningModule):
 
     @classmethod
     def load(cls, file: str | FsPath, map_location: str | torch.device = "cpu") -> DiffusionLM:
-        """Rebuild from a checkpoint written by training (``weights_only=True``: no code runs).
+        """Rebuild from a checkpoint written by training (``weights_only=True``: no code runs),
+        on ``map_location``.
 
         The state dict is the one Lightning saved, i.e. the EMA weights when EMA was on."""
         file = FsPath(file)
@@ -273,4 +280,4 @@ class DiffusionLM(L.LightningModule):
         lm = cls(model=model, path=path, tokenizer=tok, **hp)
         lm.load_state_dict(ckpt["state_dict"])
         lm.data_config = spec.get("data")  # absent from checkpoints written before it was stored
-        return lm.eval()
+        return lm.to(map_location).eval()  # on the device the weights were mapped to

@@ -1,0 +1,120 @@
+"""Tables and figures of an ablation report (``benchmarks/ablate.py``): a Markdown file and a PNG
+beside the JSON, made from the JSON alone (so ``paper/`` can make them again)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def curves(report: dict) -> dict[str, list[tuple[float, float, float, int]]]:
+    """Per row: ``(point seconds, mean bpc over seeds, stderr of that mean, mean step)`` for every
+    point scored in every seed. With one seed the stderr is the estimator's; with several it is
+    the spread over seeds (each seed's own estimator error is in the JSON)."""
+    by_row: dict[str, list[dict]] = {}
+    for run in report["runs"].values():
+        by_row.setdefault(run["row"], []).append(run)
+    out = {}
+    for row, runs in by_row.items():
+        line = []
+        for i, point in enumerate(runs[0]["points"]):
+            pts = [r["points"][i] for r in runs if i < len(r["points"])]
+            if len(pts) < len(runs) or any("bpc" not in q for q in pts):
+                continue
+            bpcs = [q["bpc"] for q in pts]
+            if len(bpcs) > 1:
+                m = _mean(bpcs)
+                err = math.sqrt(sum((b - m) ** 2 for b in bpcs) / (len(bpcs) - 1) / len(bpcs))
+            else:
+                err = pts[0]["bpc_stderr"]
+            step = round(_mean([q["step"] for q in pts]))
+            line.append((point["point_seconds"], _mean(bpcs), err, step))
+        out[row] = line
+    return out
+
+
+def markdown(report: dict) -> str:
+    proto = report["protocol"]
+    lines = [
+        f"# {proto['name']}",
+        "",
+        f"Machine: {report['machine']}; torch {report['torch']}, lightning {report['lightning']}, "
+        f"commit {report['commit']}",
+        "",
+        f"{len(proto['rows'])} rows x seeds {proto['seeds']}, {proto['budget_seconds']:g} s of "
+        f"training each, {proto['jobs']} at a time on {proto['device']}; overrides for all: "
+        f"`{' '.join(proto['overrides']) or '-'}`. Bound on the first {proto['eval']['sequences']} "
+        f"{proto['eval']['split']} chunks (num_t {proto['eval']['num_t']}, ODE steps "
+        f"{proto['eval']['ode_steps']}), bits/char ± 1 s.e. (step in brackets).",
+        "",
+    ]
+    points = [f"{p:g} s" for p in proto["points"]]
+    lines += ["| row | bound | " + " | ".join(points) + " |", "|---|---|" + "---|" * len(points)]
+    bounds = {r["row"]: r["points"][-1].get("bound", "-") for r in report["runs"].values()}
+    for row, line in curves(report).items():
+        cells = {p: f"{b:.3f} ± {e:.3f} ({s})" for p, b, e, s in line}
+        lines.append(
+            f"| {row} | {bounds[row]} | "
+            + " | ".join(cells.get(p, "-") for p in proto["points"])
+            + " |"
+        )
+    lines += [
+        "",
+        f"Frontier: {proto['frontier']['samples']} samples per cell from the final checkpoint, "
+        "measured under the protocol's AR row.",
+        "",
+        "| row | seed | sampler | steps | NFE | ref-AR bpc | entropy | word validity | 2-gram KL |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in report["runs"].values():
+        for c in run.get("frontier", []):
+            ref = c.get("reference_bpc")
+            lines.append(
+                f"| {run['row']} | {run['seed']} | {c['sampler']} | {c['steps']} | {c['nfe']} | "
+                f"{'-' if ref is None else f'{ref:.3f}'} | {c['unigram_entropy']:.3f} | "
+                f"{c['word_validity']:.3f} | {c['ngram_kl_2']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def figure(report: dict, file: Path) -> None:
+    """Learning curves (bound vs training seconds) and frontiers (reference-AR bits/char of the
+    samples vs denoiser calls), one line per row (and sampler)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for row, line in curves(report).items():
+        if line:
+            x, y, e, _ = zip(*line, strict=True)
+            a.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=row)
+    a.set(xlabel="training seconds", ylabel="bound, bits/char", title="learning curves")
+    a.legend(fontsize=7)
+    for run in report["runs"].values():
+        by_sampler: dict[str, list] = {}
+        for c in run.get("frontier", []):
+            if c.get("reference_bpc") is not None:
+                by_sampler.setdefault(c["sampler"], []).append((c["nfe"], c["reference_bpc"]))
+        for sampler, cells in by_sampler.items():
+            x, y = zip(*sorted(cells), strict=True)
+            b.plot(x, y, marker="o", ms=3, label=f"{run['row']} s{run['seed']} {sampler}")
+    b.set(xscale="log", xlabel="denoiser calls", ylabel="ref-AR bits/char of samples")
+    b.set_title("speed-quality frontier")
+    b.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(file, dpi=120, metadata={"Software": None})  # no version stamp: reproducible
+    plt.close(fig)
+
+
+def write_tables(report: dict, out: Path) -> str:
+    """Write ``out`` with suffixes ``.md`` and ``.png``; return the Markdown."""
+    text = markdown(report)
+    out.with_suffix(".md").write_text(text)
+    figure(report, out.with_suffix(".png"))
+    return text
