@@ -107,6 +107,10 @@ def load_protocol(file: str | Path, overrides: list[str] = ()) -> Protocol:
         raise ConfigError(f"protocol device must be one of {DEVICES}, got {proto.device!r}")
     if proto.jobs < 1 or not proto.rows or not proto.seeds:
         raise ConfigError("a protocol needs jobs >= 1, at least one row and one seed")
+    counts = [proto.eval.sequences, proto.eval.num_t, proto.eval.ode_steps, proto.eval.batch_size]
+    counts += [*proto.frontier.steps, proto.frontier.samples, proto.frontier.batch_size]
+    if min(counts) < 1:
+        raise ConfigError("the protocol's eval and frontier counts must all be >= 1")
     WallClockBudget(  # checks budget, points and warm-up
         proto.budget_seconds,
         proto.points,
@@ -191,14 +195,18 @@ def score_task(proto: Protocol, run: dict, reference: str | None) -> dict:
             dm = sd.data.TextDataModule(**lm.data_config)
             tokens = dm.split(ev.split)[: ev.sequences]
             start = time.perf_counter()
-            stats = sd.eval.likelihood(
-                lm,
-                tokens,
-                num_t=ev.num_t,
-                batch_size=ev.batch_size,
-                generator=torch.Generator(device).manual_seed(run["seed"]),
-                ode_steps=ev.ode_steps,
-            )
+            try:
+                stats = sd.eval.likelihood(
+                    lm,
+                    tokens,
+                    num_t=ev.num_t,
+                    batch_size=ev.batch_size,
+                    generator=torch.Generator(device).manual_seed(run["seed"]),
+                    ode_steps=ev.ode_steps,
+                )
+            except Exception as e:  # recorded, not fatal: the other rows' results still count
+                points.append(point | {"error": _failure(run, e)})
+                continue
             point = point | {
                 "bound": stats["bound"],
                 "bpc": stats["bpc"],
@@ -223,13 +231,23 @@ def frontier(proto: Protocol, run: dict, reference: str | None, device: str) -> 
         # the AR baseline fills one position per step: it runs once, at ``length`` steps
         steps = [length] if lm.path.family == "autoregressive" else fr.steps
         for n in steps:
-            texts, nfe, secs = draw_samples(
-                lm, fr.samples, length, n, sampler, run["seed"], fr.batch_size
-            )
-            metrics = sample_metrics(texts, train, ref)
-            cells.append({"sampler": sampler, "steps": n, "nfe": nfe, "seconds": round(secs, 2)})
-            cells[-1] |= metrics | {"example": texts[0][:100]}
+            cells.append({"sampler": sampler, "steps": n})
+            try:
+                texts, nfe, secs = draw_samples(
+                    lm, fr.samples, length, n, sampler, run["seed"], fr.batch_size
+                )
+                cells[-1] |= {"nfe": nfe, "seconds": round(secs, 2)}
+                cells[-1] |= sample_metrics(texts, train, ref) | {"example": texts[0][:100]}
+            except Exception as e:  # recorded, not fatal
+                cells[-1]["error"] = _failure(run, e)
     return cells
+
+
+def _failure(run: dict, e: Exception) -> str:
+    """One line naming a failed measurement, printed and recorded in its place."""
+    line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    print(f"!! {run_key(run['row'], run['seed'])}: {line}", flush=True)
+    return line
 
 
 def _worker_setup(proto: Protocol) -> str:
@@ -292,10 +310,9 @@ def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     save = lambda: out.write_text(json.dumps(report, indent=1))  # noqa: E731
     save()
-    for name in proto.rows:  # warm the data caches once, before the workers read them
-        sd.data.TextDataModule(**dict(row_cfg(proto, name, proto.rows[name], 0, "x").data)).split(
-            "train"
-        )
+    data = {json.dumps(dict(row_cfg(proto, n, r, 0, "x").data)) for n, r in proto.rows.items()}
+    for spec in data:  # warm each data cache once, before the workers read it
+        sd.data.TextDataModule(**json.loads(spec)).split("train")
     start = time.perf_counter()
     todo = [(n, s) for n in proto.rows for s in proto.seeds if run_key(n, s) not in report["runs"]]
     with pool(proto) as workers:

@@ -72,6 +72,12 @@ def markdown(report: dict) -> str:
     ]
     for run in report["runs"].values():
         for c in run.get("frontier", []):
+            if "error" in c:
+                lines.append(
+                    f"| {run['row']} | {run['seed']} | {c['sampler']} | {c['steps']} | "
+                    f"failed: {c['error']} | | | | |"
+                )
+                continue
             ref = c.get("reference_bpc")
             lines.append(
                 f"| {run['row']} | {run['seed']} | {c['sampler']} | {c['steps']} | {c['nfe']} | "

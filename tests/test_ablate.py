@@ -94,6 +94,7 @@ def test_the_gpu_protocol_loads_and_bad_protocols_fail_in_one_line(tmp_path):
         ("rows.ar.recipe=nonexistent", "protocol row 'ar'"),
         ("rows.ar.overrides=[model.bogus=3]", "protocol row 'ar'"),
         ("budget_seconds=oops", "bad protocol"),
+        ("frontier.steps=[4,0]", "must all be >= 1"),
     ]:
         proc = subprocess.run(
             [sys.executable, str(SCRIPT), str(TINY), bad, "--out", str(tmp_path / "x.json")],
