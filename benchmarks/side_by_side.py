@@ -103,7 +103,8 @@ def evaluate(row: dict, args, reference_checkpoint: str | None) -> dict:
     tokens = dm.split("test")[: args.eval_sequences]
     gen = torch.Generator().manual_seed(row["seed"])
     start = time.perf_counter()
-    if row.get("bound") == lm.path.bound and row.get("test_bpc") is not None:  # measured already
+    reused = row.get("bound") == lm.path.bound and row.get("test_bpc") is not None
+    if reused:  # measured already
         stats = {
             "bound": row["bound"],
             "bpc": row["test_bpc"],
@@ -128,7 +129,9 @@ def evaluate(row: dict, args, reference_checkpoint: str | None) -> dict:
         "test_bpc_stderr": stats["bpc_stderr"],
         "bound_settings": stats["settings"],
         "eval_tokens": stats["num_tokens"],
-        "bound_seconds": round(time.perf_counter() - start - sample_seconds, 1),
+        "bound_seconds": row["bound_seconds"]
+        if reused
+        else round(time.perf_counter() - start - sample_seconds, 1),
         "sampler": lm.path.default_sampler,
         "sample_steps": steps,
         "sample_nfe": nfe,
@@ -141,7 +144,7 @@ def write(args, budget: float, rows: list[dict]) -> None:
     report = {
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
-        "jobs": args.jobs,
+        "jobs": getattr(args, "train_jobs", args.jobs),
         "budget_seconds": budget,
         "split": "test",
         "eval_sequences": args.eval_sequences,
@@ -174,6 +177,7 @@ def main() -> None:
     if args.eval_only:
         saved = json.loads(Path(args.out).read_text())
         budget, rows = saved["budget_seconds"], saved["rows"]
+        args.train_jobs = saved.get("jobs", 1)  # the report's jobs: how the rows were trained
     else:
         budget = 60 * args.minutes
         for done in run_all(train_row, args.recipes, args, budget):
