@@ -60,8 +60,8 @@ class Rotary(nn.Module):
 
 
 def rotate(x: Tensor, rope: Rope) -> Tensor:
-    """Queries or keys ``[B, H, L, D]`` rotated by ``rope``, computed in float32 (or wider) and
-    returned in ``x.dtype``."""
+    """Queries or keys ``[..., L, D]`` (e.g. ``[B, H, L, D]``, or both stacked) rotated by
+    ``rope``, computed in float32 (or wider) and returned in ``x.dtype``."""
     cos, sin = rope
     x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, -1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
@@ -102,9 +102,10 @@ class Block(nn.Module):
     def attention(self, x: Tensor, rope: Rope | None) -> Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.n_heads, d // self.n_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, L, D]
-        if rope is not None:
-            q, k = rotate(q, rope), rotate(k, rope)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, L, D]
+        # queries and keys rotated in one call: the same numbers as one at a time, half the kernels
+        q, k = rotate(qkv[:2], rope) if rope is not None else qkv[:2]
+        v = qkv[2]
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
         )
