@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch: a local wheel folder when the machine has one, else PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install quickstart test lint format clean
+.PHONY: install quickstart test lint format paper clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: lint
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# paper/paper.md and paper/fig_*.png from benchmarks/results/*.json (byte-reproducible)
+paper: install
+	$(BIN)/python paper/build.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
