@@ -271,6 +271,11 @@ def eval_command(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if args.reference and not args.samples:
         raise ConfigError("--reference scores samples: give --samples N too")
+    if args.out:  # the JSON must never replace a checkpoint, however it is named
+        out = Path(args.out)
+        inputs = [Path(f) for f in (args.checkpoint, args.reference) if f]
+        if out.suffix == ".ckpt" or any(out.resolve() == f.resolve() for f in inputs):
+            raise ConfigError(f"--out {out} would overwrite a checkpoint; give a .json file")
     device = args.device
     lm = DiffusionLM.load(args.checkpoint, map_location=device).to(device)
     reference = None

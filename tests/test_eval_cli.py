@@ -191,6 +191,11 @@ def test_eval_errors_are_one_line(trained, tmp_path, capsys):
     assert code == 2 and "give --samples N too" in error_line(err)
     code, _, err = eval_cli(capsys, ckpts["ar"], "--seq-len", 300)
     assert code == 2 and "--seq-len 300 exceeds the model's max_len 256" in error_line(err)
+    before = Path(ckpts["ar"]).read_bytes()
+    for out in (ckpts["ar"], tmp_path / "other.ckpt"):  # never replaced by the JSON
+        code, _, err = eval_cli(capsys, ckpts["ar"], "--out", out)
+        assert code == 2 and "would overwrite a checkpoint" in error_line(err)
+    assert Path(ckpts["ar"]).read_bytes() == before and not (tmp_path / "other.ckpt").exists()
     code, _, err = eval_cli(capsys, ckpts["ar"], "--num-t", 0)
     assert code == 2 and "--num-t must be positive" in error_line(err)
     code, _, err = eval_cli(capsys, ckpts["ar"], "--samples", 1, "--steps", 4)
