@@ -111,12 +111,7 @@ def load_protocol(file: str | Path, overrides: list[str] = ()) -> Protocol:
     counts += [*proto.frontier.steps, proto.frontier.samples, proto.frontier.batch_size]
     if min(counts) < 1:
         raise ConfigError("the protocol's eval and frontier counts must all be >= 1")
-    WallClockBudget(  # checks budget, points and warm-up
-        proto.budget_seconds,
-        proto.points,
-        ".",
-        warmup_seconds=proto.warmup_fraction * proto.budget_seconds,
-    )
+    budget(proto, Path("."))  # checks budget, points and warm-up
     if proto.budget_seconds not in proto.points:
         proto.points = sorted({*proto.points, proto.budget_seconds})  # the end is a point too
     for name, row in proto.rows.items():  # a bad row fails now, not in a worker
@@ -126,6 +121,18 @@ def load_protocol(file: str | Path, overrides: list[str] = ()) -> Protocol:
         except sd.SimplexdiffError as e:
             raise ConfigError(f"protocol row {name!r}: {e}") from None
     return proto
+
+
+def budget(proto: Protocol, dirpath: Path, label: str | None = None) -> WallClockBudget:
+    """The protocol's training budget: its points, warm-up and anneal by time."""
+    return WallClockBudget(
+        proto.budget_seconds,
+        proto.points,
+        dirpath,
+        anneal=True,
+        warmup_seconds=proto.warmup_fraction * proto.budget_seconds,
+        label=label,
+    )
 
 
 def recipe_file(recipe: str) -> Path:
@@ -161,16 +168,9 @@ def train_task(proto: Protocol, name: str, seed: int, runs: str) -> dict:
     cfg = row_cfg(proto, name, proto.rows[name], seed, str(run_dir))
     L.seed_everything(seed, verbose=False)
     dm, lm = build(cfg)
-    budget = WallClockBudget(
-        proto.budget_seconds,
-        proto.points,
-        run_dir / "points",
-        anneal=True,
-        warmup_seconds=proto.warmup_fraction * proto.budget_seconds,
-        label=run_dir.name,
-    )
+    clock = budget(proto, run_dir / "points", label=run_dir.name)
     logger = CSVLogger(run_dir, name="", version="")
-    trainer = make_trainer(cfg, run_dir, logger, [budget], progress_bar=False)
+    trainer = make_trainer(cfg, run_dir, logger, [clock], progress_bar=False)
     trainer.fit(lm, datamodule=dm)
     return {
         "row": name,
@@ -179,8 +179,8 @@ def train_task(proto: Protocol, name: str, seed: int, runs: str) -> dict:
         "overrides": [*proto.overrides, *proto.rows[name].overrides],
         "parameters": sum(p.numel() for p in lm.model.parameters()),
         "steps": trainer.global_step,
-        "train_seconds": round(budget.elapsed(), 1),
-        "points": budget.records,
+        "train_seconds": round(clock.elapsed(), 1),
+        "points": clock.records,
     }
 
 
@@ -188,12 +188,12 @@ def score_task(proto: Protocol, run: dict, reference: str | None) -> dict:
     """The bound at every curve point, then the final checkpoint's frontier."""
     device = _worker_setup(proto)
     ev = proto.eval
-    points = []
+    points, tokens = [], None
     for point in run["points"]:
         if "bpc" not in point:
             lm = sd.DiffusionLM.load(point["checkpoint"], map_location=device)
-            dm = sd.data.TextDataModule(**lm.data_config)
-            tokens = dm.split(ev.split)[: ev.sequences]
+            if tokens is None:  # every point of a run was trained on the same data
+                tokens = sd.data.TextDataModule(**lm.data_config).split(ev.split)[: ev.sequences]
             start = time.perf_counter()
             try:
                 stats = sd.eval.likelihood(

@@ -87,6 +87,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_curves(ax, lines: dict[str, list[tuple[float, float, float, int]]]) -> None:
+    """The learning curves of ``curves(report)`` on ``ax``: bound ± 1 s.e. against seconds."""
+    for row, line in lines.items():
+        if line:
+            x, y, e, _ = zip(*line, strict=True)
+            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=row)
+    ax.set(xlabel="training seconds", ylabel="bound, bits/char")
+    ax.legend(fontsize=7)
+
+
 def figure(report: dict, file: Path) -> None:
     """Learning curves (bound vs training seconds) and frontiers (reference-AR bits/char of the
     samples vs denoiser calls), one line per row (and sampler)."""
@@ -96,12 +106,8 @@ def figure(report: dict, file: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for row, line in curves(report).items():
-        if line:
-            x, y, e, _ = zip(*line, strict=True)
-            a.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=row)
-    a.set(xlabel="training seconds", ylabel="bound, bits/char", title="learning curves")
-    a.legend(fontsize=7)
+    draw_curves(a, curves(report))
+    a.set_title("learning curves")
     for run in report["runs"].values():
         by_sampler: dict[str, list] = {}
         for c in run.get("frontier", []):

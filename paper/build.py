@@ -281,7 +281,7 @@ def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
     if rep is None:
         return missing(key, f"the protocol `benchmarks/protocols/{name}.yaml`")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from ablate_report import curves
+    from ablate_report import curves, draw_curves
 
     pr, ev, fr = rep["protocol"], rep["protocol"]["eval"], rep["protocol"]["frontier"]
     intro = (
@@ -325,12 +325,7 @@ def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
     parts = [intro, table(curve_head, rows)]
     if any(lines.values()):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for row, line in lines.items():
-            if line:
-                x, y, e, _ = zip(*line, strict=True)
-                ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=row)
-        ax.set(xlabel="training seconds", ylabel="bound, bits/char")
-        ax.legend(fontsize=7)
+        draw_curves(ax, lines)
         parts.append(save(fig, out, f"fig_{name}_curves.png", f"Learning curves, {name}"))
     parts += [
         f"Speed-quality frontier: {fr['samples']} samples per cell from each final checkpoint at "
