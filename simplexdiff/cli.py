@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from simplexdiff.data import TextDataModule, resolve_corpus
@@ -25,6 +26,8 @@ from simplexdiff.errors import CheckpointError, ConfigError, SimplexdiffError
 from simplexdiff.eval import likelihood, sample_metrics, train_reference
 from simplexdiff.eval.samples import draw_samples
 from simplexdiff.lightning import DiffusionLM
+from simplexdiff.lightning.checkpoint import RunCheckpoint
+from simplexdiff.lightning.module import CHECKPOINT_KEY, read_checkpoint
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS
 from simplexdiff.recipe import load_recipe
@@ -32,7 +35,7 @@ from simplexdiff.recipe import load_recipe
 
 def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
     """The data module and the LightningModule a recipe describes."""
-    dm = TextDataModule(**OmegaConf.to_container(cfg.data))
+    dm = TextDataModule(**OmegaConf.to_container(cfg.data), seed=cfg.seed)
     vocab = dm.tokenizer.vocab_size
     path = PATHS.build(vocab_size=vocab, **cfg.path)
     model_opts = {"max_len": cfg.data.seq_len, **cfg.model}
@@ -42,14 +45,9 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
     return dm, DiffusionLM(model=model, path=path, tokenizer=dm.tokenizer, **optim)
 
 
-def check_resume(file: str, vocab_size: int) -> None:
-    """A checkpoint to resume from must exist and match the data's vocabulary."""
-    spec = DiffusionLM.load(file).path.config()
-    if spec["vocab_size"] != vocab_size:
-        raise CheckpointError(
-            f"vocabulary mismatch: checkpoint {file} has {spec['vocab_size']} "
-            f"symbols but the data's tokenizer has {vocab_size}"
-        )
+def check_resume(file: str, lm: DiffusionLM) -> None:
+    """A checkpoint to resume from must exist and hold the recipe's path and model."""
+    lm.check_matches(read_checkpoint(file)[CHECKPOINT_KEY], f"resume checkpoint {file}")
 
 
 # What training prints and records at the end, by the path's likelihood bound (``Path.bound``):
@@ -99,12 +97,14 @@ def make_trainer(
     progress_bar: bool = True,
 ):
     """The ``lightning.Trainer`` a recipe's ``trainer`` section describes, writing into
-    ``run_dir`` (``checkpoints/last.ckpt``; EMA when ``ema_decay`` is set), plus ``callbacks``."""
-    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
+    ``run_dir``, plus ``callbacks``: a full (resumable) ``checkpoints/last.ckpt`` every
+    ``checkpoint_every`` steps (default: after every validation) and on SIGTERM / SIGINT
+    (``RunCheckpoint``); EMA when ``ema_decay`` is set."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
     tc = cfg.trainer
     callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+        RunCheckpoint(run_dir / "checkpoints", tc.checkpoint_every),
         *([TQDMProgressBar(refresh_rate=10)] if progress_bar else []),
         *(callbacks or []),
     ]
@@ -137,12 +137,22 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     dm, lm = build(cfg)
     if cfg.resume:
-        check_resume(cfg.resume, dm.tokenizer.vocab_size)
+        check_resume(cfg.resume, lm)
     logger = CSVLogger(cfg.out_dir, name="")
     run_dir = Path(logger.log_dir)  # a new version_N folder: earlier runs are never overwritten
     trainer = make_trainer(cfg, run_dir, logger)
+    if trainer.is_global_zero:
+        _ = logger.experiment  # creates run_dir
+        OmegaConf.save(cfg, run_dir / "recipe.yaml")  # the resolved recipe, before any step
     start = time.perf_counter()
-    trainer.fit(lm, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
+    try:
+        trainer.fit(lm, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
+    except SIGTERMException:
+        raise Interrupted("SIGTERM", 143, trainer, run_dir) from None
+    except SystemExit:  # Lightning turns KeyboardInterrupt into exit 1
+        if trainer.interrupted:
+            raise Interrupted("Ctrl-C", 130, trainer, run_dir) from None
+        raise
     train_s = time.perf_counter() - start
     val = trainer.validate(lm, datamodule=dm, verbose=False)[0]
     ckpt = run_dir / "final.ckpt"
@@ -183,6 +193,17 @@ def train(cfg: DictConfig) -> dict:
     for s in samples:
         print(f"  {s!r}")
     return results
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after Lightning saved ``checkpoints/last.ckpt``: the CLI
+    prints one line and exits with the conventional status (143 SIGTERM, 130 Ctrl-C)."""
+
+    def __init__(self, signal: str, status: int, trainer: L.Trainer, run_dir: Path) -> None:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        saved = f"checkpoint {last}; continue with resume={last}" if last.is_file() else "no step"
+        super().__init__(f"stopped by {signal} at step {trainer.global_step}: {saved}")
+        self.status = status
 
 
 def sample_command(args: argparse.Namespace) -> None:
@@ -479,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     except SimplexdiffError as e:
         print(f"simplexdiff: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"simplexdiff: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        print("simplexdiff: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -48,6 +48,7 @@ class TrainerConfig:
     strategy: str = "auto"
     gradient_clip_val: float | None = 1.0
     ema_decay: float | None = None  # EMA through Lightning's EMAWeightAveraging when set
+    checkpoint_every: int | None = None  # steps between checkpoints (None: val_check_interval)
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from simplexdiff.data.stream import TrainStream
 from simplexdiff.data.tokenizer import CharTokenizer
 from simplexdiff.errors import DataError
 
@@ -31,7 +32,7 @@ SPLIT_FRACTIONS = (11 / 12, 1 / 24, 1 / 24)
 
 
 class ChunkDataset(Dataset):
-    """Rows of a ``[N, seq_len]`` id tensor."""
+    """Rows of a ``[N, seq_len]`` id tensor (stored compact), as ``LongTensor``."""
 
     def __init__(self, chunks: Tensor) -> None:
         self.chunks = chunks
@@ -40,7 +41,15 @@ class ChunkDataset(Dataset):
         return len(self.chunks)
 
     def __getitem__(self, i: int) -> Tensor:
-        return self.chunks[i]
+        return self.chunks[i].long()
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds ids ``0 .. vocab_size - 1``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise DataError(f"vocabulary of {vocab_size} symbols is too large")
 
 
 def resolve_corpus(corpus: str) -> tuple[str, str]:
@@ -100,8 +109,14 @@ class TextDataModule(L.LightningDataModule):
     ``"char"`` (alphabet of the training split), ``None`` (text8 for the text8 corpus, else char),
     or a given ``CharTokenizer`` (or its ``config()`` dict), e.g. a checkpoint's, to read other data
     with a trained model's alphabet (a character outside it is a ``DataError``).
-    Tokenized chunks are cached as ``.npy`` under ``cache_dir`` (default ``~/.cache/simplexdiff``),
-    keyed by the corpus content hash, the tokenizer and ``seq_len``.
+    Token ids are cached as ``.npy`` under ``cache_dir`` (default ``~/.cache/simplexdiff``), one
+    file per split keyed by the corpus content hash and the tokenizer (any ``seq_len`` reads it), in
+    the smallest integer type that holds the vocabulary.
+
+    Training batches are ``TrainStream``: an endless stream of passes reshuffled from ``seed``,
+    sharded over the Trainer's processes and resumed at the Trainer's restored step, so a run
+    resumed from a checkpoint reads exactly the batches the uninterrupted run read. Training
+    stops at ``max_steps`` (or ``max_time``), never at an epoch end.
     """
 
     def __init__(
@@ -112,10 +127,13 @@ class TextDataModule(L.LightningDataModule):
         tokenizer: str | CharTokenizer | dict | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if seq_len < 1 or batch_size < 1:
             raise DataError(f"seq_len and batch_size must be positive, got {seq_len}, {batch_size}")
+        if num_workers < 0:
+            raise DataError(f"num_workers must not be negative, got {num_workers}")
         resolve_corpus(corpus)  # fail early on a missing file
         self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
         if isinstance(tokenizer, dict):
@@ -124,7 +142,7 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer_name = (
             "given" if given else tokenizer or ("text8" if corpus == "text8" else "char")
         )
-        self.num_workers = num_workers
+        self.num_workers, self.seed = num_workers, seed
         self._cache_dir_arg = cache_dir
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "simplexdiff")
         self._tokenizer: CharTokenizer | None = given or (
@@ -165,24 +183,26 @@ class TextDataModule(L.LightningDataModule):
             "\0".join([*texts.values(), self._tokenizer.alphabet]).encode()
         ).hexdigest()[:16]
         for split, text in texts.items():
-            self._chunks[split] = self._cached_chunks(text, f"{digest}-{self.seq_len}-{split}")
+            ids = self._cached_ids(text, f"{digest}-{split}")
+            n = len(ids) // self.seq_len
+            self._chunks[split] = torch.from_numpy(ids[: n * self.seq_len].reshape(n, self.seq_len))
         if len(self._chunks["train"]) == 0:
             raise DataError(
                 f"corpus {self.corpus!r} has fewer training characters than seq_len={self.seq_len}"
             )
 
-    def _cached_chunks(self, text: str, key: str) -> Tensor:
-        file = self.cache_dir / "chunks" / f"{key}.npy"
+    def _cached_ids(self, text: str, key: str) -> np.ndarray:
+        """The ids of ``text``, read from (or written once to) the cache."""
+        file = self.cache_dir / "ids" / f"{key}.npy"
         if file.exists():
-            return torch.from_numpy(np.load(file))
-        ids = self.tokenizer_or_fail().encode(text)
-        n = len(ids) // self.seq_len
-        chunks = ids[: n * self.seq_len].reshape(n, self.seq_len).astype(np.int64)
+            return np.load(file)
+        tokenizer = self.tokenizer_or_fail()
+        ids = tokenizer.encode(text).astype(id_dtype(tokenizer.vocab_size))
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(".tmp.npy")
-        np.save(tmp, chunks)
+        np.save(tmp, ids)
         tmp.replace(file)  # atomic: a killed run never leaves a half-written cache
-        return torch.from_numpy(chunks)
+        return ids
 
     def tokenizer_or_fail(self) -> CharTokenizer:
         assert self._tokenizer is not None
@@ -190,25 +210,40 @@ class TextDataModule(L.LightningDataModule):
 
     def split(self, name: str) -> Tensor:
         """All chunks of a split as ``LongTensor [N, seq_len]``."""
+        return self.compact_split(name).long()
+
+    def compact_split(self, name: str) -> Tensor:
+        """All chunks of a split ``[N, seq_len]`` in the cache's compact integer type."""
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
         self.setup()
         return self._chunks[name]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def train_dataloader(self) -> DataLoader:
+        """``TrainStream`` from the attached Trainer's step and process (else from step 0, one
+        process): ``global_step x accumulate_grad_batches`` micro-batches are already trained."""
+        trainer = self.trainer
+        start, rank, world = 0, 0, 1
+        if trainer is not None:
+            start = trainer.global_step * trainer.accumulate_grad_batches
+            rank, world = trainer.global_rank, trainer.world_size
+        try:
+            stream = TrainStream(
+                self.compact_split("train"), self.batch_size, self.seed, start, rank, world
+            )
+        except ValueError as e:
+            raise DataError(f"training split of {self.corpus!r}: {e}") from None
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers)
+
+    def _loader(self, split: str) -> DataLoader:
         return DataLoader(
-            ChunkDataset(self.split(split)),
+            ChunkDataset(self.compact_split(split)),
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
             num_workers=self.num_workers,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

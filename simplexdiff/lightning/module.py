@@ -12,8 +12,8 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -30,13 +30,26 @@ CHECKPOINT_KEY = "simplexdiff"
 
 
 def stratified_times(
-    batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    batch: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Tensor:
-    """Low-discrepancy uniforms on ``[0, 1)``: ``(u + i / B) mod 1`` with one shared ``u``
-    (antithetic/stratified time sampling, Kingma et al. 2021, *Variational Diffusion Models*)."""
+    """Low-discrepancy uniforms on ``[0, 1)``: ``(u + i / (B W)) mod 1`` with one shared ``u``
+    (antithetic/stratified time sampling, Kingma et al. 2021, *Variational Diffusion Models*).
+    The global batch of ``W`` processes is stratified as one: rank ``r`` takes
+    ``i = r B, ..., r B + B - 1``, given the same ``generator`` state on every rank."""
     u = torch.rand(1, generator=generator, device=device, dtype=torch.float64)
-    i = torch.arange(batch, device=device, dtype=torch.float64)
-    return ((u + i / batch) % 1.0).float()
+    i = torch.arange(rank * batch, (rank + 1) * batch, device=device, dtype=torch.float64)
+    return ((u + i / (batch * world)) % 1.0).float()
+
+
+def seed_of(*keys: int) -> int:
+    """A 63-bit seed mixed from integer ``keys`` (``numpy.random.SeedSequence``)."""
+    return int(
+        np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1, np.uint64)[0] >> 1
+    )
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -96,15 +109,45 @@ class DiffusionLM(L.LightningModule):
         u = stratified_times(batch.shape[0], generator, batch.device)
         return self.path.training_loss(self.model, batch, self.path.training_times(u), generator)
 
+    train_seed: int | None = None
+    """Seed of the training randomness; rank 0's ``torch.initial_seed()`` when fitting starts
+    (``seed_everything`` sets it), then carried by checkpoints."""
+
+    def on_fit_start(self) -> None:
+        if self.train_seed is None:  # not restored from a checkpoint
+            self.train_seed = int(self.trainer.strategy.broadcast(torch.initial_seed(), src=0))
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        out = self._loss(batch)
+        """One micro-batch. Its randomness is a function of ``(train_seed, k, rank)`` alone, with
+        ``k`` the global micro-batch index: the times' shared offset from ``(train_seed, k)`` (one
+        stratified draw over the global batch), the noise and any dropout from the global RNG
+        reseeded with ``(train_seed, k, rank)``. A resumed run draws what the uninterrupted run
+        drew, and every process draws its own noise."""
+        trainer = self.trainer
+        acc = trainer.accumulate_grad_batches
+        k = self.global_step * acc + batch_idx % acc
+        seed = self.train_seed if self.train_seed is not None else torch.initial_seed()
+        shared = torch.Generator(batch.device).manual_seed(seed_of(seed, k))
+        u = stratified_times(
+            batch.shape[0], shared, batch.device, trainer.global_rank, trainer.world_size
+        )
+        torch.manual_seed(seed_of(seed, k, 1 + trainer.global_rank))
+        out = self.path.training_loss(self.model, batch, self.path.training_times(u))
         self.log("train/loss", out.loss, prog_bar=True)
         for name, value in out.metrics.items():
             self.log(f"train/{name}", value)
         return out.loss
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        gen = torch.Generator(batch.device).manual_seed(batch_idx)  # same noise every validation
+        self._score(batch, batch_idx)
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._score(batch, batch_idx)
+
+    def _score(self, batch: Tensor, batch_idx: int) -> None:
+        """Accumulate the loss, the x1 cross-entropy and the likelihood bound of one evaluation
+        batch, its noise seeded by the batch index (the same draws at every validation)."""
+        gen = torch.Generator(batch.device).manual_seed(batch_idx)
         out = self._loss(batch, gen)
         self.val_loss.update(out.loss)
         if "x1_ce" in out.metrics:
@@ -127,32 +170,36 @@ class DiffusionLM(L.LightningModule):
 
     def _update_flow_bound(self, batch: Tensor, generator: torch.Generator) -> None:
         """``val/bpc`` of a continuous path: the dequantized flow bound (one draw per sequence).
-        It differentiates the field, so it needs gradients: under ``inference_mode`` (Lightning's
-        default ``Trainer(inference_mode=True)``) it is skipped with a warning."""
-        if torch.is_inference_mode_enabled():
-            if not getattr(self, "_warned_inference", False):
-                rank_zero_warn(
-                    "val/bpc of a continuous path needs Trainer(inference_mode=False); skipped"
-                )
-                self._warned_inference = True
-            return
-        nats, _ = flow_bound(
-            self.model, self.path, batch, steps=self.flow_bound_steps, generator=generator
-        )
+        It differentiates the field, so it leaves ``inference_mode`` (Lightning's default for
+        ``validate`` / ``test``) for the solve; the weights are not changed."""
+        with torch.inference_mode(False), torch.enable_grad():
+            nats, _ = flow_bound(
+                self.model,
+                self.path,
+                batch.clone(),  # an inference tensor cannot enter autograd; its copy can
+                steps=self.flow_bound_steps,
+                generator=generator,
+            )
         self.val_bpc.update(nats, batch.numel())
 
     def on_validation_epoch_end(self) -> None:
-        """Log the epoch means (synchronised across processes by torchmetrics): ``val/loss``;
-        ``val/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
-        ``val/bpc`` and ``val/ppl``, the path's likelihood bound in bits per token and as a
-        per-token perplexity ``2 ** bpc``, where it has one."""
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def _log_scores(self, stage: str) -> None:
+        """Log the epoch means (synchronised across processes by torchmetrics): ``{stage}/loss``;
+        ``{stage}/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
+        ``{stage}/bpc`` and ``{stage}/ppl``, the path's likelihood bound in bits per token and as
+        a per-token perplexity ``2 ** bpc``, where it has one."""
+        self.log(f"{stage}/loss", self.val_loss.compute(), prog_bar=True)
         if self.val_x1_ce.update_count:
-            self.log("val/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
+            self.log(f"{stage}/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
         if self.val_bpc.update_count:
             bpc = self.val_bpc.compute()
-            self.log("val/bpc", bpc, prog_bar=True)
-            self.log("val/ppl", torch.exp2(bpc))
+            self.log(f"{stage}/bpc", bpc, prog_bar=True)
+            self.log(f"{stage}/ppl", torch.exp2(bpc))
         self.val_loss.reset()
         self.val_x1_ce.reset()
         self.val_bpc.reset()
@@ -248,7 +295,40 @@ class DiffusionLM(L.LightningModule):
             "path": self.path.config(),
             "tokenizer": self.tokenizer.config() if self.tokenizer else None,
             "data": dm.config() if callable(getattr(dm, "config", None)) else self.data_config,
+            "train_seed": self.train_seed,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming (``Trainer.fit(ckpt_path=...)``): the checkpoint must hold this model and
+        path (one line naming what differs, before any weights load); it restores the seed of
+        the training randomness."""
+        spec = checkpoint.get(CHECKPOINT_KEY)
+        if spec is None:
+            raise CheckpointError("not a simplexdiff checkpoint (no model or path config)")
+        self.check_matches(spec)
+        self.train_seed = spec.get("train_seed")
+
+    def check_matches(self, spec: dict[str, Any], source: str = "the checkpoint") -> None:
+        """A ``CheckpointError`` naming every path or model option where ``spec`` (a checkpoint's
+        ``simplexdiff`` entry) differs from this module."""
+        if spec["path"].get("vocab_size") != self.path.vocab_size:
+            raise CheckpointError(
+                f"vocabulary mismatch: {source} has {spec['path'].get('vocab_size')} symbols "
+                f"but this model (the data's tokenizer) has {self.path.vocab_size}"
+            )
+        for part, mine in (("path", self.path.config()), ("model", self.model.config())):
+            theirs = spec[part]
+            if theirs != mine:
+                diff = sorted(k for k in {**theirs, **mine} if theirs.get(k) != mine.get(k))
+                shown = ", ".join(f"{k}={theirs.get(k)!r} (here {mine.get(k)!r})" for k in diff)
+                raise CheckpointError(f"{source}'s {part} differs: {shown}")
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | FsPath, map_location: str | torch.device | None = None
+    ) -> DiffusionLM:
+        """Lightning's name for ``load``: the model rebuilt from the checkpoint alone."""
+        return cls.load(checkpoint_path, map_location or "cpu")
 
     @classmethod
     def load(cls, file: str | FsPath, map_location: str | torch.device = "cpu") -> DiffusionLM:
@@ -256,18 +336,7 @@ class DiffusionLM(L.LightningModule):
         on ``map_location``.
 
         The state dict is the one Lightning saved, i.e. the EMA weights when EMA was on."""
-        file = FsPath(file)
-        if not file.is_file():
-            raise CheckpointError(f"checkpoint not found: {file}")
-        try:
-            ckpt = torch.load(file, map_location=map_location, weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"could not read checkpoint {file}: "
-                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-            ) from None
-        if CHECKPOINT_KEY not in ckpt:
-            raise CheckpointError(f"{file} is not a simplexdiff checkpoint")
+        ckpt = read_checkpoint(file, map_location)
         spec = ckpt[CHECKPOINT_KEY]
         model = MODELS.build(**spec["model"])
         path = PATHS.build(**spec["path"])
@@ -281,3 +350,19 @@ class DiffusionLM(L.LightningModule):
         lm.load_state_dict(ckpt["state_dict"])
         lm.data_config = spec.get("data")  # absent from checkpoints written before it was stored
         return lm.to(map_location).eval()  # on the device the weights were mapped to
+
+
+def read_checkpoint(file: str | FsPath, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict of a simplexdiff checkpoint (``weights_only=True``), or a one-line
+    ``CheckpointError`` for a missing, unreadable or foreign file."""
+    file = FsPath(file)
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint not found: {file}")
+    try:
+        ckpt = torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"could not read checkpoint {file}: {first}") from None
+    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt:
+        raise CheckpointError(f"{file} is not a simplexdiff checkpoint")
+    return ckpt

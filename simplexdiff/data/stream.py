@@ -1,0 +1,65 @@
+"""Training batches as an endless, resumable stream of reshuffled passes.
+
+Batch ``k`` of rank ``r`` is a pure function of ``(seed, k, r, world)``: pass ``p`` over the ``N``
+chunks is the permutation ``numpy.random.default_rng([seed, p]).permutation(N)``, cut into global
+batches of ``batch_size * world`` chunks (the ragged tail of a pass is dropped), and rank ``r``
+takes the ``r``-th slice of ``batch_size`` of each. Nothing is stateful, so a run resumed at
+micro-batch ``k`` (``TrainStream(..., start=k)``) reads exactly the batches the uninterrupted run
+read, and ranks of a multi-process run read disjoint chunks without a ``DistributedSampler``.
+
+It is an ``IterableDataset`` yielding whole batches (load it with ``DataLoader(batch_size=None)``);
+with ``num_workers = W`` worker ``w`` yields batches ``k = w, w + W, ...`` and the loader's in-order
+round robin returns them in order ``k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset, get_worker_info
+
+
+class TrainStream(IterableDataset):
+    """Endless batches ``LongTensor [batch_size, seq_len]`` of the rows of ``chunks``."""
+
+    def __init__(
+        self,
+        chunks: Tensor,
+        batch_size: int,
+        seed: int = 0,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world} processes")
+        self.chunks, self.batch_size, self.seed = chunks, batch_size, seed
+        self.start, self.rank, self.world = start, rank, world
+        self.batches_per_pass = len(chunks) // (batch_size * world)
+        self._pass, self._perm = -1, np.empty(0, dtype=np.int64)
+        if self.batches_per_pass == 0:
+            raise ValueError(
+                f"{len(chunks)} chunks do not fill one batch of {batch_size} x {world} processes"
+            )
+
+    def indices(self, k: int) -> np.ndarray:
+        """Row indices of this rank's micro-batch ``k``."""
+        p, j = divmod(k, self.batches_per_pass)
+        if p != self._pass:  # one permutation per pass, not per batch
+            self._pass, self._perm = (
+                p,
+                np.random.default_rng([self.seed, p]).permutation(len(self.chunks)),
+            )
+        first = (j * self.world + self.rank) * self.batch_size
+        return self._perm[first : first + self.batch_size]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        k = self.start + worker
+        while True:
+            yield self.chunks[torch.from_numpy(self.indices(k))].long()
+            k += workers
