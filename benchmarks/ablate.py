@@ -47,7 +47,7 @@ from sampler_sweep import samplers_for
 from workers import pinned_pool
 
 import simplexdiff as sd
-from simplexdiff.cli import build, machine, make_trainer
+from simplexdiff.cli import build, finite_or_null, machine, make_trainer
 from simplexdiff.errors import ConfigError
 from simplexdiff.eval import sample_metrics, train_reference
 from simplexdiff.eval.samples import draw_samples
@@ -308,7 +308,8 @@ def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
             raise ConfigError(f"{out} holds results of another protocol; pass another --out")
     report |= provenance(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save = lambda: out.write_text(json.dumps(report, indent=1))  # noqa: E731
+    # strict JSON: an unavailable (infinite) bound is null
+    save = lambda: out.write_text(json.dumps(finite_or_null(report), indent=1))  # noqa: E731
     save()
     data = {json.dumps(dict(row_cfg(proto, n, r, 0, "x").data)) for n, r in proto.rows.items()}
     for spec in data:  # warm each data cache once, before the workers read it

@@ -14,7 +14,9 @@ def _mean(values: list[float]) -> float:
 def curves(report: dict) -> dict[str, list[tuple[float, float, float, int]]]:
     """Per row: ``(point seconds, mean bpc over seeds, stderr of that mean, mean step)`` for every
     point scored in every seed. With one seed the stderr is the estimator's; with several it is
-    the spread over seeds (each seed's own estimator error is in the JSON)."""
+    the spread over seeds (each seed's own estimator error is in the JSON). A bound recorded as
+    unavailable (``null``: a flow whose backward trajectories left the prior's support) is
+    ``inf`` here (tables print it, plots leave it out)."""
     by_row: dict[str, list[dict]] = {}
     for run in report["runs"].values():
         by_row.setdefault(run["row"], []).append(run)
@@ -25,7 +27,10 @@ def curves(report: dict) -> dict[str, list[tuple[float, float, float, int]]]:
             pts = [r["points"][i] for r in runs if i < len(r["points"])]
             if len(pts) < len(runs) or any("bpc" not in q for q in pts):
                 continue
-            bpcs = [q["bpc"] for q in pts]
+            bpcs = [math.inf if q["bpc"] is None else q["bpc"] for q in pts]
+            if not all(map(math.isfinite, bpcs)):
+                line.append((point["point_seconds"], math.inf, math.nan, pts[0]["step"]))
+                continue
             if len(bpcs) > 1:
                 m = _mean(bpcs)
                 err = math.sqrt(sum((b - m) ** 2 for b in bpcs) / (len(bpcs) - 1) / len(bpcs))
@@ -56,7 +61,10 @@ def markdown(report: dict) -> str:
     lines += ["| row | bound | " + " | ".join(points) + " |", "|---|---|" + "---|" * len(points)]
     bounds = {r["row"]: r["points"][-1].get("bound", "-") for r in report["runs"].values()}
     for row, line in curves(report).items():
-        cells = {p: f"{b:.3f} ± {e:.3f} ({s})" for p, b, e, s in line}
+        cells = {
+            p: f"{b:.3f} ± {e:.3f} ({s})" if math.isfinite(b) else f"inf, ODE left support ({s})"
+            for p, b, e, s in line
+        }
         lines.append(
             f"| {row} | {bounds[row]} | "
             + " | ".join(cells.get(p, "-") for p in proto["points"])

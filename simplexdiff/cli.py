@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from simplexdiff.data import TextDataModule, resolve_corpus
@@ -31,6 +31,7 @@ from simplexdiff.lightning.module import CHECKPOINT_KEY, read_checkpoint
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS
 from simplexdiff.recipe import load_recipe
+from simplexdiff.samplers.sample import check_request
 
 
 def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
@@ -38,11 +39,25 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
     dm = TextDataModule(**OmegaConf.to_container(cfg.data), seed=cfg.seed)
     vocab = dm.tokenizer.vocab_size
     path = PATHS.build(vocab_size=vocab, **cfg.path)
-    model_opts = {"max_len": cfg.data.seq_len, **cfg.model}
+    model_opts = {"max_len": cfg.data.seq_len, **cfg.model}  # max_len follows seq_len if unset
+    if model_opts["max_len"] < cfg.data.seq_len:
+        raise ConfigError(
+            f"model.max_len {model_opts['max_len']} is shorter than data.seq_len {cfg.data.seq_len}"
+        )
     model = MODELS.build(vocab_size=vocab, **model_opts)
     optim = OmegaConf.to_container(cfg.optim)
     optim["betas"] = tuple(optim["betas"])
     return dm, DiffusionLM(model=model, path=path, tokenizer=dm.tokenizer, **optim)
+
+
+def check_writable(out_dir: str) -> None:
+    """``out_dir`` must be a folder this process can create files in (checked before any work)."""
+    folder = Path(out_dir).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"out_dir {folder} is a file, not a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir {folder} is not writable ({existing} refuses new files)")
 
 
 def check_resume(file: str, lm: DiffusionLM) -> None:
@@ -110,6 +125,15 @@ def make_trainer(
     ]
     if tc.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=tc.ema_decay))
+    try:
+        return lightning_trainer(tc, callbacks, logger, progress_bar)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        # Lightning's own checks: precision, accelerator, devices, strategy
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"bad trainer setting: {first}") from None
+
+
+def lightning_trainer(tc: DictConfig, callbacks: list, logger: Any, progress_bar: bool):
     return L.Trainer(
         max_steps=tc.max_steps,
         max_time=tc.max_time,
@@ -131,11 +155,16 @@ def make_trainer(
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, validate, save a checkpoint and print samples; returns the results it writes."""
+    """Fit, validate, save a checkpoint and print samples; returns the results it writes (on
+    the global rank 0 of a multi-process run; the other processes return ``{}``)."""
     from lightning.pytorch.loggers import CSVLogger
 
+    check_writable(cfg.out_dir)
     L.seed_everything(cfg.seed, verbose=False)
     dm, lm = build(cfg)
+    sc = cfg.sample
+    sample_length = min(sc.length, cfg.data.seq_len)
+    check_request(lm.model, lm.path, sc.num, sample_length, sc.steps, sc.sampler)
     if cfg.resume:
         check_resume(cfg.resume, lm)
     logger = CSVLogger(cfg.out_dir, name="")
@@ -157,11 +186,12 @@ def train(cfg: DictConfig) -> dict:
     val = trainer.validate(lm, datamodule=dm, verbose=False)[0]
     ckpt = run_dir / "final.ckpt"
     trainer.save_checkpoint(ckpt, weights_only=False)  # full: resumable
+    if not trainer.is_global_zero:  # one process samples, prints and writes results
+        return {}
     lm.eval()
     gen = torch.Generator(lm.device).manual_seed(cfg.seed)
-    sc = cfg.sample
     sampler = sc.sampler or lm.path.default_sampler
-    ids = lm.generate(sc.num, min(sc.length, cfg.data.seq_len), sc.steps, sampler, generator=gen)
+    ids = lm.generate(sc.num, sample_length, sc.steps, sampler, generator=gen)
     samples = dm.tokenizer.decode(ids)
     uniform_bits = math.log2(dm.tokenizer.vocab_size)
     bound = lm.path.bound
@@ -206,6 +236,14 @@ class Interrupted(Exception):
         self.status = status
 
 
+def trained_length(lm: DiffusionLM) -> int:
+    """The sequence length ``lm`` was trained on (its data's ``seq_len``, else its ``max_len``)."""
+    length = (lm.data_config or {}).get("seq_len") or lm.model.config().get("max_len")
+    if not length:
+        raise CheckpointError("the checkpoint records no sequence length: give --length")
+    return int(length)
+
+
 def sample_command(args: argparse.Namespace) -> None:
     lm = DiffusionLM.load(args.checkpoint)
     if lm.tokenizer is None:
@@ -214,7 +252,7 @@ def sample_command(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     ids = lm.generate(
         args.num,
-        args.length,
+        args.length or trained_length(lm),
         args.steps,
         args.sampler,
         prompt=prompt,
@@ -412,6 +450,15 @@ def print_eval(results: dict, checkpoint: str) -> None:
         print(_row("perplexity", f"{m['ppl']:.4f}"))
         print(_row("nats/token", f"{m['nats_per_token']:.4f}"))
         print(_row("times per sequence", str(m.get("num_t"))))
+        left = results["settings"].get("prior_support_violations") or 0.0
+        if left > 0:
+            print(
+                _row(
+                    "unavailable",
+                    f"the backward ODE left the prior's support for {left:.1%} of sequences: "
+                    "their bound is infinite",
+                )
+            )
     if "samples" in results:
         s = results["samples"]
         sm = s["metrics"]
@@ -478,7 +525,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.add_argument("--num", type=int, default=8)
     s.add_argument("--steps", type=int, default=128)
-    s.add_argument("--length", type=int, default=128)
+    s.add_argument("--length", type=int, default=None, help="default: the trained seq_len")
     s.add_argument("--sampler", default=None, help="default: the path's (euler / ancestral)")
     s.add_argument("--prompt", default=None)
     s.add_argument("--temperature", type=float, default=1.0)

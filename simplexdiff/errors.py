@@ -18,3 +18,7 @@ class DataError(SimplexdiffError):
 
 class CheckpointError(SimplexdiffError):
     """A missing or unreadable checkpoint, or one that does not match the data."""
+
+
+class SamplingError(SimplexdiffError):
+    """Sampling cannot go on, e.g. the denoiser returned non-finite logits (a diverged model)."""

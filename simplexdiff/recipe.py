@@ -6,6 +6,8 @@ unknown name or option is an error before training); every other section is a fi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,4 +102,62 @@ def load_recipe(file: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for section in ("path", "model"):
         if "name" not in cfg[section]:
             raise ConfigError(f"recipe section {section!r} needs a 'name'")
+        if "vocab_size" in cfg[section]:
+            raise ConfigError(
+                f"recipe key '{section}.vocab_size' is not set by hand: the data's tokenizer sets it"
+            )
+    check_values(cfg)
     return cfg
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, int) and v >= 1
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _max_time(v: Any) -> bool:
+    """Lightning's ``DD:HH:MM:SS``."""
+    parts = str(v).split(":")
+    return len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) for p in parts)
+
+
+# (key, test, what it must be): a value outside its test is an error before any work.
+VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    ("data.seq_len", _positive, "a positive integer"),
+    ("data.batch_size", _positive, "a positive integer"),
+    ("data.num_workers", lambda v: v >= 0, "a non-negative integer"),
+    ("optim.lr", lambda v: _finite(v) and v > 0, "a positive finite number"),
+    ("optim.weight_decay", lambda v: _finite(v) and v >= 0, "a non-negative finite number"),
+    ("optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    ("optim.warmup_steps", lambda v: v >= 0, "a non-negative integer"),
+    ("optim.min_lr_ratio", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("trainer.max_steps", _positive, "a positive integer"),
+    ("trainer.max_time", lambda v: v is None or _max_time(v), "null or DD:HH:MM:SS, not all zero"),
+    ("trainer.val_check_interval", _positive, "a positive integer (steps)"),
+    ("trainer.limit_val_batches", lambda v: v >= 0, "a non-negative integer"),
+    ("trainer.log_every_n_steps", _positive, "a positive integer"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_finite(v) and v > 0), "null or > 0"),
+    ("trainer.ema_decay", lambda v: v is None or 0 < v < 1, "null or a number in (0, 1)"),
+    ("trainer.checkpoint_every", lambda v: v is None or _positive(v), "null or a positive integer"),
+    ("sample.num", _positive, "a positive integer"),
+    ("sample.length", _positive, "a positive integer"),
+    ("sample.steps", _positive, "a positive integer"),
+]
+
+
+def check_values(cfg: DictConfig) -> None:
+    """One ``ConfigError`` naming the first recipe value outside its range (``VALUE_RULES``)."""
+    for key, test, expected in VALUE_RULES:
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value)
+        try:
+            ok = test(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"bad recipe value for {key!r}: {value!r} (must be {expected})")

@@ -12,7 +12,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to constructors; ``build`` checks the name and the keyword names before calling."""
+    """Maps names to constructors; ``build`` checks the name and the keyword names before calling,
+    and reports a value the constructor refuses (``ValueError`` / ``TypeError``) as a one-line
+    ``ConfigError``."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -46,7 +48,13 @@ class Registry(Generic[T]):
                     raise ConfigError(
                         f"unknown option {key!r} for {self.kind} {name!r}; known: {', '.join(known)}"
                     )
-        return factory(**kwargs)
+        try:
+            return factory(**kwargs)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:  # a value the constructor refuses, e.g. n_heads
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"{self.kind} {name!r}: {first}") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

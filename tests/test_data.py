@@ -1,4 +1,5 @@
 import lzma
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +29,16 @@ def test_bundled_text8_standard_split(cache_dir):
     assert batch.shape == (2, 1000) and batch.dtype == torch.long
     first = dm.tokenizer.decode(dm.split("train")[0])
     assert first.startswith(" anarchism originated as a term of abuse")
-    # cached: a second module reads the same chunks from disk
+    # cached: a second module reads the same ids from disk, in the smallest type that holds 27
+    # symbols, one file per split for every seq_len
+    files = sorted((Path(cache_dir) / "ids").glob("*.npy"))
+    assert len(files) == 3 and all(np.load(f, mmap_mode="r").dtype == np.uint8 for f in files)
+    assert sum(f.stat().st_size for f in files) < 12_100_000  # 12M chars, one byte each
     again = TextDataModule("text8", seq_len=1000, batch_size=2, cache_dir=cache_dir)
     assert torch.equal(again.split("test"), dm.split("test"))
+    shorter = TextDataModule("text8", seq_len=10, batch_size=2, cache_dir=cache_dir)
+    assert torch.equal(shorter.split("test")[:100].flatten(), dm.split("test")[0])
+    assert sorted((Path(cache_dir) / "ids").glob("*.npy")) == files
 
 
 def test_local_text_and_xz_files(tmp_path, cache_dir):

@@ -199,7 +199,7 @@ def test_bound_is_above_the_entropy_and_improves_with_training(name):
             assert res["bound"] == "dequantized_flow_bound"
             assert res["settings"]["divergence"] == "exact"
             if step == 400:  # trained: the backward flow stays in the prior's support
-                assert res["settings"]["prior_support_violations"] < 0.01
+                assert res["settings"]["prior_support_violations"] == 0
         x = draw(256, seed=100 + step)
         t = path.training_times(sd.lightning.stratified_times(256))
         loss = path.training_loss(model, x, t).loss
@@ -208,8 +208,11 @@ def test_bound_is_above_the_entropy_and_improves_with_training(name):
         opt.step()
     (b0, s0), (b1, s1), (b2, s2) = bounds
     # better after 50 steps, not worse after 400 (Dirichlet's is within 0.05 nats of the entropy by
-    # step 50), never below the truth, and most of the way from where it started to the truth
-    assert b0 > b1 + 3 * math.hypot(s0, s1) and b2 < b1 + 3 * math.hypot(s1, s2), bounds
+    # step 50), never below the truth, and most of the way from where it started to the truth. An
+    # untrained flow's backward map leaves the prior's support for some sequences (Fisher-Rao:
+    # 22% at step 0, 2% at step 50; linear: 12% at step 0): their bound, and the mean, is inf
+    assert b0 == math.inf or b0 > b1 + 3 * math.hypot(s0, s1), bounds
+    assert math.isfinite(b2) and (b1 == math.inf or b2 < b1 + 3 * math.hypot(s1, s2)), bounds
     assert b2 > ENTROPY - 3 * s2, (bounds, ENTROPY)
     assert b2 - ENTROPY < (b0 - ENTROPY) / 4, bounds
 
@@ -239,3 +242,20 @@ def test_field_is_tangent_to_the_faces(name):
     y = torch.tensor([0.01, 0.5], dtype=F64)
     w = p * (1 - torch.exp(-y / 0.01))
     assert torch.allclose(vanish_on_faces(p, y), w / w.sum())
+
+
+def test_trajectories_that_leave_the_support_give_no_finite_bound():
+    """A diverged field (huge logits) drives the backward ODE out of the prior's support: the
+    bound of those sequences is +inf, the likelihood is inf (unavailable), never a finite score."""
+    path = sd.paths.build("fisher_rao", vocab_size=5)
+    noise = 50 * torch.randn(1, 6, 5, generator=torch.Generator().manual_seed(1))
+
+    def diverged(inputs, t):
+        return noise.expand(inputs.shape[0], -1, -1)
+
+    x = torch.randint(0, 5, (8, 6), generator=torch.Generator().manual_seed(0))
+    nats, diagnostics = flow_bound(diverged, path, x, steps=8, generator=torch.Generator())
+    assert diagnostics["prior_support_violations"] == 1.0
+    assert torch.isinf(nats).all() and (nats > 0).all()
+    stats = sd.eval.likelihood(diverged, x, path=path, ode_steps=8)
+    assert stats["bpc"] == float("inf") and stats["settings"]["prior_support_violations"] == 1.0

@@ -208,3 +208,45 @@ def test_cli_sigterm_saves_and_exits_143(corpus, tmp_path):
     step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert line.startswith(f"simplexdiff: stopped by SIGTERM at step {step}: checkpoint ")
     assert (run / "recipe.yaml").exists() and not (run / "results.json").exists()
+
+
+# --- bf16 mixed precision on the CPU, every path ---------------------------------------------------
+@pytest.mark.parametrize("path", ["masked", "uniform", "ar", "fisher_rao", "linear", "dirichlet"])
+def test_bf16_mixed_trains_every_path(corpus, tmp_path, path):
+    """``trainer.precision=bf16-mixed``: finite losses and bound, and the weights move."""
+    L.seed_everything(0, verbose=False)
+    dm = sd.data.TextDataModule(str(corpus), seq_len=16, batch_size=8, cache_dir=str(tmp_path))
+    vocab = dm.tokenizer.vocab_size
+    model = sd.models.build("causal" if path == "ar" else "dit", vocab_size=vocab, d_model=16,
+                            n_layers=1, n_heads=2, max_len=16)  # fmt: skip
+    lm = sd.DiffusionLM(model, sd.paths.build(path, vocab_size=vocab), lr=3e-3, warmup_steps=1)
+    before = [p.detach().clone() for p in lm.parameters()]
+    trainer = L.Trainer(
+        max_steps=4, precision="bf16-mixed", val_check_interval=4, check_val_every_n_epoch=None,
+        limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(lm, dm)
+    logged = trainer.callback_metrics
+    assert torch.isfinite(logged["train/loss"]) and torch.isfinite(logged["val/loss"])
+    assert "val/bpc" in logged and not torch.isnan(logged["val/bpc"])
+    assert all(not torch.equal(a, b) for a, b in zip(before, lm.parameters(), strict=True))
+
+
+# --- Lightning conventions ---------------------------------------------------------------------
+def test_load_from_checkpoint_validate_and_test_under_default_settings(corpus, tmp_path):
+    """``load_from_checkpoint(file)`` alone; ``validate`` / ``test`` with a default Trainer
+    (``inference_mode=True``) report the continuous path's flow bound too."""
+    fit(corpus, tmp_path, "fisher_rao", ema=False)
+    lm = sd.DiffusionLM.load_from_checkpoint(tmp_path / "end.ckpt")
+    ref = sd.DiffusionLM.load(tmp_path / "end.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(lm.parameters(), ref.parameters(), strict=True))
+    dm = sd.data.TextDataModule(**lm.data_config, batch_size=8)
+    trainer = L.Trainer(limit_val_batches=2, limit_test_batches=2, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    assert trainer.validate_loop.inference_mode  # Lightning's default
+    val = trainer.validate(lm, dm, verbose=False)[0]
+    test = trainer.test(lm, dm, verbose=False)[0]
+    assert {"val/bpc", "val/x1_ce_bits", "val/loss"} <= val.keys()
+    assert {"test/bpc", "test/x1_ce_bits", "test/loss"} <= test.keys()
+    assert val["val/bpc"] != test["test/bpc"]  # two splits

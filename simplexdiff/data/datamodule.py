@@ -19,9 +19,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from simplexdiff.data.stream import TrainStream
+from simplexdiff.data.stream import EvalBatches, TrainStream
 from simplexdiff.data.tokenizer import CharTokenizer
 from simplexdiff.errors import DataError
 
@@ -29,19 +29,6 @@ CORPORA_DIR = Path(__file__).parent / "corpora"
 BUNDLED = {"text8": "text8-12M.txt.xz", "tinyshakespeare": "tinyshakespeare.txt"}
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (11 / 12, 1 / 24, 1 / 24)
-
-
-class ChunkDataset(Dataset):
-    """Rows of a ``[N, seq_len]`` id tensor (stored compact), as ``LongTensor``."""
-
-    def __init__(self, chunks: Tensor) -> None:
-        self.chunks = chunks
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.chunks[i].long()
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -235,15 +222,22 @@ class TextDataModule(L.LightningDataModule):
             raise DataError(f"training split of {self.corpus!r}: {e}") from None
         return DataLoader(stream, batch_size=None, num_workers=self.num_workers)
 
-    def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            ChunkDataset(self.compact_split(split)),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-        )
+    def _eval_loader(self, split: str, limit: int | float | None) -> DataLoader:
+        """The split's batches in order as ``EvalBatches`` (``(k, batch)`` pairs), sharded over
+        the attached Trainer's processes. A count ``limit`` (the Trainer's ``limit_*_batches``)
+        caps the *global* number of batches, so 1 and ``W`` processes score the same sequences
+        (Lightning applies a fraction to each process's share)."""
+        chunks = self.compact_split(split)
+        limit = limit if isinstance(limit, int) else None
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        batches = EvalBatches(chunks, self.batch_size, limit, rank, world)
+        return DataLoader(batches, batch_size=None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
+        trainer = self.trainer
+        return self._eval_loader("validation", trainer.limit_val_batches if trainer else None)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        trainer = self.trainer
+        return self._eval_loader("test", trainer.limit_test_batches if trainer else None)

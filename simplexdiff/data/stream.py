@@ -1,4 +1,5 @@
-"""Training batches as an endless, resumable stream of reshuffled passes.
+"""Training batches as an endless, resumable stream of reshuffled passes; evaluation batches
+sharded over processes without padding.
 
 Batch ``k`` of rank ``r`` is a pure function of ``(seed, k, r, world)``: pass ``p`` over the ``N``
 chunks is the permutation ``numpy.random.default_rng([seed, p]).permutation(N)``, cut into global
@@ -10,6 +11,11 @@ read, and ranks of a multi-process run read disjoint chunks without a ``Distribu
 It is an ``IterableDataset`` yielding whole batches (load it with ``DataLoader(batch_size=None)``);
 with ``num_workers = W`` worker ``w`` yields batches ``k = w, w + W, ...`` and the loader's in-order
 round robin returns them in order ``k``.
+
+``EvalBatches`` serves a split's first ``num_batches`` batches in order, as ``(k, batch)`` pairs
+with the global batch index ``k``; rank ``r`` of ``world`` takes ``k = r, r + world, ...``. Every
+batch is scored exactly once whatever the process count (a ``DistributedSampler`` pads ranks with
+repeated sequences), and a metric seeded by ``k`` is the same on 1 or ``W`` processes.
 """
 
 from __future__ import annotations
@@ -63,3 +69,30 @@ class TrainStream(IterableDataset):
         while True:
             yield self.chunks[torch.from_numpy(self.indices(k))].long()
             k += workers
+
+
+class EvalBatches(IterableDataset):
+    """``(k, LongTensor [<= batch_size, seq_len])`` for this rank's global batches ``k``."""
+
+    def __init__(
+        self,
+        chunks: Tensor,
+        batch_size: int,
+        num_batches: int | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        total = -(-len(chunks) // batch_size)
+        self.chunks, self.batch_size = chunks, batch_size
+        self.num_batches = total if num_batches is None else min(num_batches, total)
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_batches, self.world))
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        ks = range(self.rank, self.num_batches, self.world)
+        for k in ks[worker::workers]:
+            yield k, self.chunks[k * self.batch_size : (k + 1) * self.batch_size].long()

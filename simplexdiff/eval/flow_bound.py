@@ -32,12 +32,14 @@ maps that support onto itself and the backward ODE stays inside it.
 For an exact field the bound is tight when the supports are disjoint (``s* >= 1/2`` above). What it
 does not cover: the ODE's discretisation error (check by doubling ``steps``; the estimate rises
 towards its limit as the steps are refined), and backward trajectories that numerically end
-outside the prior's support (the prior density is then evaluated as if inside; their share is
-reported as ``prior_support_violations`` and should be near 0).
+outside the prior's support: no finite bound holds for such a sequence, so its log-density is
+``-inf`` and its bound ``+inf`` (a likelihood or ``val/bpc`` over it is ``inf``: unavailable, never
+a finite number); their share is reported as ``prior_support_violations`` and should be 0.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -82,6 +84,8 @@ def flow_bound(
     log_q, diagnostics = flow_log_density(
         denoiser, path, z, s_star, steps, divergence, probes, generator
     )
+    # the numerical flow puts no mass where its backward map leaves the prior's support
+    log_q = log_q.masked_fill(diagnostics.pop("outside_support"), -math.inf)
     return dequant - log_q, diagnostics
 
 
@@ -135,8 +139,10 @@ def flow_log_density(
         z = path.exp(z, path.transport(z_mid, z, v_mid), -h)
         integral += h * div_mid
     log_q = path.prior_log_density(z).sum(-1) - integral
+    outside = (z < -1e-4).any(-1).any(-1)  # the trajectory left the prior's support
     diagnostics = {
-        "prior_support_violations": float((z < -1e-4).any(-1).any(-1).double().mean()),
+        "outside_support": outside,
+        "prior_support_violations": float(outside.double().mean()),
         "divergence": "exact" if exact else f"hutchinson ({probes} probe{'s' * (probes > 1)})",
         "nfe": 2 * steps,
     }

@@ -81,7 +81,7 @@ class RunCheckpoint(Checkpoint):
 
     def _save_and_stop_if_asked(self, trainer: L.Trainer) -> None:
         self._pending = False
-        trainer.save_checkpoint(self.last)
+        trainer.save_checkpoint(self.last, weights_only=False)  # full: resumable
         self._stop = self.received is not None
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:

@@ -97,7 +97,9 @@ class DiffusionLM(L.LightningModule):
         self.model, self.path, self.tokenizer = model, path, tokenizer
         # the training data's TextDataModule.config(), where a checkpoint recorded it
         self.data_config: dict[str, Any] | None = None
-        self.val_loss, self.val_x1_ce = MeanMetric(), MeanMetric()
+        # float64 means: the same value (to summation order) on any number of processes
+        self.val_loss = MeanMetric().set_dtype(torch.float64)
+        self.val_x1_ce = MeanMetric().set_dtype(torch.float64)
         # the path's likelihood bound: float64 sums of nats and tokens (bits per token, perplexity)
         self.val_bpc = BitsPerToken()
 
@@ -138,15 +140,19 @@ class DiffusionLM(L.LightningModule):
             self.log(f"train/{name}", value)
         return out.loss
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: Tensor | tuple[int, Tensor], batch_idx: int) -> None:
         self._score(batch, batch_idx)
 
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+    def test_step(self, batch: Tensor | tuple[int, Tensor], batch_idx: int) -> None:
         self._score(batch, batch_idx)
 
-    def _score(self, batch: Tensor, batch_idx: int) -> None:
+    def _score(self, batch: Tensor | tuple[int, Tensor], batch_idx: int) -> None:
         """Accumulate the loss, the x1 cross-entropy and the likelihood bound of one evaluation
-        batch, its noise seeded by the batch index (the same draws at every validation)."""
+        batch, its noise seeded by the batch's global index ``k`` (``TextDataModule`` serves
+        ``(k, batch)`` pairs; a plain batch has ``k = batch_idx``): the same draws at every
+        validation and on any number of processes."""
+        k, batch = batch if isinstance(batch, (tuple, list)) else (batch_idx, batch)
+        batch_idx = int(k)
         gen = torch.Generator(batch.device).manual_seed(batch_idx)
         out = self._loss(batch, gen)
         self.val_loss.update(out.loss)
@@ -193,13 +199,18 @@ class DiffusionLM(L.LightningModule):
         ``{stage}/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
         ``{stage}/bpc`` and ``{stage}/ppl``, the path's likelihood bound in bits per token and as
         a per-token perplexity ``2 ** bpc``, where it has one."""
-        self.log(f"{stage}/loss", self.val_loss.compute(), prog_bar=True)
+        values = {f"{stage}/loss": self.val_loss.compute()}
         if self.val_x1_ce.update_count:
-            self.log(f"{stage}/x1_ce_bits", self.val_x1_ce.compute() / math.log(2), prog_bar=True)
+            values[f"{stage}/x1_ce_bits"] = self.val_x1_ce.compute() / math.log(2)
         if self.val_bpc.update_count:
-            bpc = self.val_bpc.compute()
-            self.log(f"{stage}/bpc", bpc, prog_bar=True)
-            self.log(f"{stage}/ppl", torch.exp2(bpc))
+            values[f"{stage}/bpc"] = bpc = self.val_bpc.compute()
+            values[f"{stage}/ppl"] = torch.exp2(bpc)
+        for name, value in values.items():
+            # torchmetrics already synchronised them: the max over processes of equal values
+            # keeps them bit-exact (and tells Lightning they are synchronised)
+            self.log(
+                name, value, prog_bar=not name.endswith("ppl"), sync_dist=True, reduce_fx="max"
+            )
         self.val_loss.reset()
         self.val_x1_ce.reset()
         self.val_bpc.reset()

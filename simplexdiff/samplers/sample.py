@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from simplexdiff.errors import ConfigError
+from simplexdiff.errors import ConfigError, SamplingError
 from simplexdiff.paths.base import Denoiser, Path
 from simplexdiff.paths.discrete import categorical
 from simplexdiff.samplers.base import SAMPLERS, Sampler, StepContext
@@ -51,7 +51,13 @@ class Predictor:
         if self.cache and self.last_state is not None and torch.equal(state, self.last_state):
             return self.last_logits  # type: ignore[return-value]
         times = torch.as_tensor(t, device=state.device, dtype=torch.float32).expand(state.shape[0])
-        logits = shape_logits(self.denoiser(self.path.model_input(state), times), **self.shaping)
+        raw = self.denoiser(self.path.model_input(state), times)
+        if not torch.isfinite(raw).all():
+            raise SamplingError(
+                f"the denoiser returned non-finite logits (NaN or inf) at t = {float(t):.4g}: "
+                "the model has diverged"
+            )
+        logits = shape_logits(raw, **self.shaping)
         self.calls += 1
         self.last_state, self.last_logits = state, logits
         return logits
@@ -111,6 +117,39 @@ def conditioning(
 
 
 @torch.no_grad()
+def check_request(
+    denoiser: Denoiser,
+    path: Path,
+    num_samples: int,
+    length: int,
+    steps: int,
+    sampler: str | None = None,
+    decode: str = "argmax",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    options: dict[str, Any] | None = None,
+    free: int | None = None,
+) -> Sampler:
+    """The sampler ``sample`` would run, after every check that needs no drawing (a
+    ``ConfigError`` naming the problem): name, fit to the path and denoiser, its options, counts,
+    decode, shaping, and enough steps for ``free`` (default ``length``) generated positions."""
+    chosen = resolve(sampler, path, denoiser)
+    unknown = set(options or {}) - set(chosen.options)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {sorted(unknown)} for this sampler; "
+            f"known: {sorted(chosen.options) or 'none'}"
+        )
+    if steps < 1 or num_samples < 1 or length < 1:
+        raise ConfigError("steps, num_samples and length must be positive")
+    if decode not in DECODES:
+        raise ConfigError(f"unknown decode {decode!r}; known: {', '.join(DECODES)}")
+    check_shaping(temperature, top_k, top_p)
+    path.check_steps(length if free is None else free, steps)
+    return chosen
+
+
 def sample(
     denoiser: Denoiser,
     path: Path,
@@ -137,22 +176,14 @@ def sample(
     path's ``default_sampler``; ``options`` are the sampler's own (e.g. ``block_length`` for
     ``semi_ar``, ``threshold`` for ``confidence``). ``device`` defaults to the denoiser's.
     """
-    chosen = resolve(sampler, path, denoiser)
-    unknown = set(options) - set(chosen.options)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {sorted(unknown)} for this sampler; "
-            f"known: {sorted(chosen.options) or 'none'}"
-        )
-    if steps < 1 or num_samples < 1 or length < 1:
-        raise ConfigError("steps, num_samples and length must be positive")
-    if decode not in DECODES:
-        raise ConfigError(f"unknown decode {decode!r}; known: {', '.join(DECODES)}")
-    check_shaping(temperature, top_k, top_p)
     if device is None and isinstance(denoiser, torch.nn.Module):
         device = next(denoiser.parameters()).device
     fixed, fixed_ids = conditioning(path, num_samples, length, prompt, infill, device)
-    path.check_steps(int((~fixed).sum(-1).max()), steps)
+    free = int((~fixed).sum(-1).max()) if num_samples > 0 and length > 0 else 0
+    chosen = check_request(
+        denoiser, path, num_samples, length, steps, sampler, decode, temperature, top_k, top_p,
+        options, free,
+    )  # fmt: skip
     predict = Predictor(
         denoiser, path, chosen.cache, temperature=temperature, top_k=top_k, top_p=top_p
     )
