@@ -330,11 +330,13 @@ def eval_command(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if args.reference and not args.samples:
         raise ConfigError("--reference scores samples: give --samples N too")
-    if args.out:  # the JSON must never replace a checkpoint, however it is named
+    if args.out:  # the JSON replaces nothing but an earlier eval JSON
         out = Path(args.out)
         inputs = [Path(f) for f in (args.checkpoint, args.reference) if f]
         if out.suffix == ".ckpt" or any(out.resolve() == f.resolve() for f in inputs):
             raise ConfigError(f"--out {out} would overwrite a checkpoint; give a .json file")
+        if out.exists() and not is_eval_json(out):
+            raise ConfigError(f"--out {out} exists and is not an eval result: it is not replaced")
     device = args.device
     lm = DiffusionLM.load(args.checkpoint, map_location=device).to(device)
     reference = None
@@ -416,6 +418,15 @@ def eval_command(args: argparse.Namespace) -> dict:
     print_eval(results, args.checkpoint)
     print(f"wrote {out}")
     return results
+
+
+def is_eval_json(file: Path) -> bool:
+    """Whether ``file`` is a JSON result ``simplexdiff eval`` wrote (which a rerun may replace)."""
+    try:
+        written = json.loads(file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(written, dict) and {"checkpoint", "data", "settings"} <= written.keys()
 
 
 def finite_or_null(value):

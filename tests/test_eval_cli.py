@@ -196,6 +196,14 @@ def test_eval_errors_are_one_line(trained, tmp_path, capsys):
         code, _, err = eval_cli(capsys, ckpts["ar"], "--out", out)
         assert code == 2 and "would overwrite a checkpoint" in error_line(err)
     assert Path(ckpts["ar"]).read_bytes() == before and not (tmp_path / "other.ckpt").exists()
+    notes = tmp_path / "notes.json"  # any other existing file is kept too; an eval JSON is not
+    notes.write_text('{"mine": 1}')
+    code, _, err = eval_cli(capsys, ckpts["ar"], "--sequences", 2, "--out", notes)
+    assert code == 2 and "exists and is not an eval result" in error_line(err)
+    assert notes.read_text() == '{"mine": 1}'
+    result = tmp_path / "result.json"
+    for _ in range(2):  # written, then replaced by the rerun
+        assert eval_cli(capsys, ckpts["ar"], "--sequences", 2, "--out", result)[0] == 0
     code, _, err = eval_cli(capsys, ckpts["ar"], "--num-t", 0)
     assert code == 2 and "--num-t must be positive" in error_line(err)
     code, _, err = eval_cli(capsys, ckpts["ar"], "--samples", 1, "--steps", 4)
