@@ -340,13 +340,13 @@ def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("protocol", help="a protocol YAML (benchmarks/protocols/)")
     p.add_argument("overrides", nargs="*", help="dotlist applied to the protocol, e.g. jobs=4")
     p.add_argument("--out", help="results JSON (default benchmarks/results/<name>.json)")
     p.add_argument("--runs", help="run folders (default runs/ablate/<name>)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         proto = load_protocol(args.protocol, args.overrides)
         if proto.device == "gpu" and not torch.cuda.is_available():

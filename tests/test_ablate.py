@@ -80,7 +80,7 @@ def test_tiny_protocol_killed_and_rerun_finishes_without_retraining(tmp_path):
     assert report["commit"] and report["machine"] and report["torch"] == torch.__version__
 
 
-def test_the_gpu_protocol_loads_and_bad_protocols_fail_in_one_line(tmp_path):
+def test_the_gpu_protocol_loads_and_bad_protocols_fail_in_one_line(tmp_path, capsys):
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import ablate
@@ -91,23 +91,27 @@ def test_the_gpu_protocol_loads_and_bad_protocols_fail_in_one_line(tmp_path):
     cfg = ablate.row_cfg(proto, "masked_cosine", proto.rows["masked_cosine"], 0, "x")
     assert cfg.path.schedule == "cosine" and cfg.trainer.precision == "bf16-mixed"
     assert cfg.trainer.accelerator == "gpu" and cfg.data.batch_size == 128
-    for bad, message in [
+    cases = [
         ("device=tpu", "device must be one of"),
         ("points=[0]", "every point in (0, budget]"),
         ("rows.ar.recipe=nonexistent", "protocol row 'ar'"),
         ("rows.ar.overrides=[model.bogus=3]", "protocol row 'ar'"),
         ("budget_seconds=oops", "bad protocol"),
         ("frontier.steps=[4,0]", "must all be >= 1"),
-    ]:
-        proc = subprocess.run(
-            [sys.executable, str(SCRIPT), str(TINY), bad, "--out", str(tmp_path / "x.json")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2, (bad, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    ]
+    out = str(tmp_path / "x.json")
+    for bad, message in cases[1:]:  # in this process: one line on stderr, exit 2
+        with pytest.raises(SystemExit) as stopped:
+            ablate.main([str(TINY), bad, "--out", out])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
         assert not (tmp_path / "x.json").exists()
+    bad, message = cases[0]  # and the script itself, once
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(TINY), bad, "--out", out], cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2, (bad, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 def _tiny_fit(
