@@ -233,7 +233,7 @@ class Interrupted(Exception):
         last = run_dir / "checkpoints" / "last.ckpt"
         saved = f"checkpoint {last}; continue with resume={last}" if last.is_file() else "no step"
         super().__init__(f"stopped by {signal} at step {trainer.global_step}: {saved}")
-        self.status = status
+        self.status, self.speaks = status, trainer.is_global_zero  # one process says it
 
 
 def trained_length(lm: DiffusionLM) -> int:
@@ -559,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simplexdiff: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"simplexdiff: {e}", file=sys.stderr)
+        if e.speaks:
+            print(f"simplexdiff: {e}", file=sys.stderr)
         return e.status
     except KeyboardInterrupt:
         print("simplexdiff: interrupted", file=sys.stderr)

@@ -101,9 +101,11 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def fit(corpus, tmp: Path, path: str, ema: bool, ckpt_path=None, interrupt=None):
-    L.seed_everything(0, verbose=False)
-    dm = sd.data.TextDataModule(str(corpus), seq_len=16, batch_size=8, cache_dir=str(tmp / "c"))
+def fit(corpus, tmp: Path, path: str, ema: bool, ckpt_path=None, interrupt=None, seed=0):
+    L.seed_everything(seed, verbose=False)
+    dm = sd.data.TextDataModule(
+        str(corpus), seq_len=16, batch_size=8, cache_dir=str(tmp / "c"), seed=seed
+    )
     causal = path == "ar"
     model = sd.models.build(
         "causal" if causal else "dit", vocab_size=dm.tokenizer.vocab_size, d_model=16,
@@ -137,7 +139,8 @@ def test_fit_resumed_after_sigterm_equals_the_uninterrupted_fit(
     assert stopped.value.code == 143  # not 0: a scheduler sees the job did not finish
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == stop_at
-    fit(corpus, tmp_path / "second", path, ema, ckpt_path=last)
+    # resumed in a session seeded otherwise: the checkpoint's seeds (training and data) win
+    fit(corpus, tmp_path / "second", path, ema, ckpt_path=last, seed=1)
     assert_same_weights(tmp_path / "straight" / "end.ckpt", tmp_path / "second" / "end.ckpt")
     straight = logged(tmp_path / "straight" / "metrics.csv")
     assert len(straight) > 14
@@ -250,3 +253,14 @@ def test_load_from_checkpoint_validate_and_test_under_default_settings(corpus, t
     assert {"val/bpc", "val/x1_ce_bits", "val/loss"} <= val.keys()
     assert {"test/bpc", "test/x1_ce_bits", "test/loss"} <= test.keys()
     assert val["val/bpc"] != test["test/bpc"]  # two splits
+
+
+def test_a_trainer_that_would_never_validate_is_warned(corpus, tmp_path):
+    dm = sd.data.TextDataModule(str(corpus), seq_len=16, batch_size=8, cache_dir=str(tmp_path))
+    vocab = dm.tokenizer.vocab_size
+    model = sd.models.build("dit", vocab_size=vocab, d_model=16, n_layers=1, n_heads=2, max_len=16)
+    lm = sd.DiffusionLM(model, sd.paths.build("masked", vocab_size=vocab))
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="check_val_every_n_epoch=None"):
+        trainer.fit(lm, dm)

@@ -325,7 +325,7 @@ def test_bad_sampler_requests_are_one_line_errors():
     with pytest.raises(ConfigError, match="unknown option"):
         sample(model, path, 1, 4, 4, "euler", block_length=3)
     with pytest.raises(ConfigError, match="temperature"):
-        sample(model, path, 1, 4, 4, temperature=0.0)
+        sample(model, path, 1, 4, 4, temperature=-1.0)
     with pytest.raises(ConfigError, match="time_grid"):
         sample(model, path, 1, 4, 2, time_grid=torch.tensor([0.0, 0.7, 0.5]))
     with pytest.raises(ConfigError, match="infill"):

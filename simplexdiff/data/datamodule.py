@@ -103,7 +103,9 @@ class TextDataModule(L.LightningDataModule):
     Training batches are ``TrainStream``: an endless stream of passes reshuffled from ``seed``,
     sharded over the Trainer's processes and resumed at the Trainer's restored step, so a run
     resumed from a checkpoint reads exactly the batches the uninterrupted run read. Training
-    stops at ``max_steps`` (or ``max_time``), never at an epoch end.
+    stops at ``max_steps`` (or ``max_time``), never at an epoch end: validate every N steps with
+    ``Trainer(val_check_interval=N, check_val_every_n_epoch=None)``. Validation and test batches
+    are ``EvalBatches``: each batch once, in order, sharded over processes without padding.
     """
 
     def __init__(
@@ -153,6 +155,14 @@ class TextDataModule(L.LightningDataModule):
             ),
             "cache_dir": self._cache_dir_arg,
         }
+
+    def state_dict(self) -> dict:
+        """What checkpoints keep of the data: the shuffling seed, so a resumed run reads the
+        batches of the original one whatever seed it is given."""
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seed = int(state_dict.get("seed", self.seed))
 
     @property
     def tokenizer(self) -> CharTokenizer:

@@ -88,11 +88,15 @@ class EvalBatches(IterableDataset):
         self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.num_batches, self.world))
+        return max(len(range(self.rank, self.num_batches, self.world)), self.num_batches > 0)
 
     def __iter__(self) -> Iterator[tuple[int, Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         ks = range(self.rank, self.num_batches, self.world)
+        if not ks and self.num_batches and worker == 0:
+            # fewer batches than processes: an empty batch (k = -1) so that this process still
+            # runs the evaluation and meets the others where metrics synchronise
+            yield -1, self.chunks[:0].long()
         for k in ks[worker::workers]:
             yield k, self.chunks[k * self.batch_size : (k + 1) * self.batch_size].long()

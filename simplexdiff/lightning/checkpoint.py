@@ -9,7 +9,8 @@ what the uninterrupted run did, validations and logged values included (given th
 randomness of ``DiffusionLM`` and ``TextDataModule``).
 
 SIGTERM / SIGINT (a scheduler's preemption, Ctrl-C) finish the current step, its validation and
-its logging, save, and stop before the next step (the last step simply ends the fit): SIGTERM as
+its logging, save, and stop before the next step (the last step simply ends the fit); with several
+processes, a signal to any of them stops all at the same step. SIGTERM as
 ``SIGTERMException(143)`` (a script that does not catch it exits with 143, not 0), SIGINT as
 ``KeyboardInterrupt`` (Lightning exits 1; the CLI 130). A second signal stops at once. Files are
 written by ``Trainer.save_checkpoint``, atomically (Lightning writes through an ``fsspec``
@@ -66,9 +67,8 @@ class RunCheckpoint(Checkpoint):
         if trainer.fit_loop._should_accumulate():
             return
         every = self.every_n_steps
-        self._pending = (every is not None and trainer.global_step % every == 0) or bool(
-            self.received
-        )
+        due = every is not None and trainer.global_step % every == 0
+        self._pending = due or self._asked(trainer)
         validates = trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
         if self._pending and not validates:
             self._save_and_stop_if_asked(trainer)
@@ -82,7 +82,17 @@ class RunCheckpoint(Checkpoint):
     def _save_and_stop_if_asked(self, trainer: L.Trainer) -> None:
         self._pending = False
         trainer.save_checkpoint(self.last, weights_only=False)  # full: resumable
-        self._stop = self.received is not None
+        self._stop = self._asked(trainer)
+
+    def _asked(self, trainer: L.Trainer) -> bool:
+        """Whether a signal asked to stop, agreed by every process (a scheduler may signal only
+        some of them): all save and stop at the same step, or none does."""
+        asked = self.received is not None
+        if trainer.world_size > 1:
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+            if asked and self.received is None:
+                self.received = signal.SIGTERM  # another process was told to stop
+        return asked
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         """Stop here, once the previous step's values are logged and its checkpoint saved."""

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -119,6 +120,14 @@ class DiffusionLM(L.LightningModule):
         if self.train_seed is None:  # not restored from a checkpoint
             self.train_seed = int(self.trainer.strategy.broadcast(torch.initial_seed(), src=0))
 
+    def on_train_start(self) -> None:
+        if self.trainer.val_check_batch == float("inf") and self.trainer.limit_val_batches != 0:
+            rank_zero_warn(
+                "the training data is an endless stream (e.g. TextDataModule's), so validation at "
+                "epoch ends never runs: set Trainer(val_check_interval=N, "
+                "check_val_every_n_epoch=None) to validate every N steps"
+            )
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         """One micro-batch. Its randomness is a function of ``(train_seed, k, rank)`` alone, with
         ``k`` the global micro-batch index: the times' shared offset from ``(train_seed, k)`` (one
@@ -152,6 +161,8 @@ class DiffusionLM(L.LightningModule):
         ``(k, batch)`` pairs; a plain batch has ``k = batch_idx``): the same draws at every
         validation and on any number of processes."""
         k, batch = batch if isinstance(batch, (tuple, list)) else (batch_idx, batch)
+        if batch.shape[0] == 0:  # a process with no batch of its own (EvalBatches)
+            return
         batch_idx = int(k)
         gen = torch.Generator(batch.device).manual_seed(batch_idx)
         out = self._loss(batch, gen)
@@ -194,15 +205,23 @@ class DiffusionLM(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")
 
+    def _updated_anywhere(self, metric: Any) -> bool:
+        """Whether any process updated ``metric`` (every process must then ``compute`` it: the
+        flow bound, for one, scores only the first batch, which one process holds)."""
+        count = torch.tensor(float(metric.update_count), device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        return bool(count > 0)
+
     def _log_scores(self, stage: str) -> None:
         """Log the epoch means (synchronised across processes by torchmetrics): ``{stage}/loss``;
         ``{stage}/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
         ``{stage}/bpc`` and ``{stage}/ppl``, the path's likelihood bound in bits per token and as
         a per-token perplexity ``2 ** bpc``, where it has one."""
         values = {f"{stage}/loss": self.val_loss.compute()}
-        if self.val_x1_ce.update_count:
+        if self._updated_anywhere(self.val_x1_ce):
             values[f"{stage}/x1_ce_bits"] = self.val_x1_ce.compute() / math.log(2)
-        if self.val_bpc.update_count:
+        if self._updated_anywhere(self.val_bpc):
             values[f"{stage}/bpc"] = bpc = self.val_bpc.compute()
             values[f"{stage}/ppl"] = torch.exp2(bpc)
         for name, value in values.items():

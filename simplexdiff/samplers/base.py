@@ -30,6 +30,8 @@ class StepContext:
     free: Tensor  # bool [B, L]: positions the sampler generates (not conditioned)
     generator: Any = None
     options: dict[str, Any] = field(default_factory=dict)
+    # the denoiser's own logits at the last ``predict`` call, before temperature / top-k / top-p
+    model_logits: Callable[[], Tensor] | None = None
 
     @property
     def t(self) -> Tensor:

@@ -9,16 +9,19 @@
   (MDLM's caching; valid only for a denoiser that ignores time, which the loop checks). Same
   samples as ``ancestral`` for the same seed, fewer denoiser calls when steps outnumber tokens.
 * ``remask`` (masked path): LLaDA's low-confidence remasking (Nie et al. 2025, Alg. 5): draw a token
-  for every masked position, keep the ``ceil(masked / steps_left)`` most confident (probability of
-  the drawn token), re-mask the rest.
+  for every masked position, keep the ``ceil(masked / steps_left)`` most confident (the model's
+  probability of the drawn token, before temperature: ``rank_by="model"``; or ``"shaped"``, or
+  ``"random"`` for LLaDA's random remasking), re-mask the rest.
 * ``semi_ar`` (masked path): LLaDA's semi-autoregressive decoding: blocks of ``block_length``
-  positions left to right, each given an equal share of the steps and decoded by ``remask``.
+  positions from the first position after the prompt, left to right, each given an equal share of
+  the steps and decoded by ``remask``.
 * ``confidence`` (masked path): parallel decoding by a confidence threshold (Fast-dLLM, Wu et al.
   2025): reveal every masked position whose drawn token has probability above ``threshold``, at
   least the most confident one, and all of them at the last step.
 
 The confidence-based steps are not exact samplers of the model (which positions are revealed
 depends on the drawn tokens); they trade exactness for fewer steps. Every draw is float64.
+Temperature 0 makes every step greedy (``simplexdiff.samplers.logits``).
 """
 
 from __future__ import annotations
@@ -41,10 +44,25 @@ def ancestral(ctx: StepContext, state: Tensor) -> Tensor:
 register("cached", applies_to=("discrete", "autoregressive"), cache=True)(ancestral)
 
 
+RANKINGS = ("model", "shaped", "random")
+
+
 def _draw_with_confidence(ctx: StepContext, state: Tensor) -> tuple[Tensor, Tensor]:
-    """A token for every position from the prediction, and the probability of the drawn token."""
+    """A token for every position from the (shaped) prediction, and the confidence that ranks
+    the positions, by the step's ``rank_by`` option: ``"model"``, the denoiser's own probability
+    of the drawn token, before temperature / top-k / top-p (LLaDA's ``low_confidence``, so
+    temperature 0 still ranks by how sure the model is); ``"shaped"``, its probability under the
+    shaped prediction; ``"random"``, a uniform draw (LLaDA's ``random`` remasking)."""
+    rank_by = ctx.options.get("rank_by", "model")
+    if rank_by not in RANKINGS:
+        raise ConfigError(f"unknown rank_by {rank_by!r}; known: {', '.join(RANKINGS)}")
     probs = torch.softmax(ctx.predict(state, ctx.t).double(), -1)
     tokens = categorical(probs, ctx.generator)
+    if rank_by == "random":
+        u = torch.rand(tokens.shape, generator=ctx.generator, device=tokens.device)
+        return tokens, u.double()
+    if rank_by == "model" and ctx.model_logits is not None:
+        probs = torch.softmax(ctx.model_logits().double(), -1)
     return tokens, probs.gather(-1, tokens[..., None]).squeeze(-1)
 
 
@@ -64,7 +82,7 @@ def _masked(ctx: StepContext, state: Tensor) -> Tensor:
     return (state == ctx.path.mask_id) & ctx.free  # type: ignore[attr-defined]
 
 
-@register("remask", applies_to=("masked",))
+@register("remask", applies_to=("masked",), rank_by="model")
 def remask(ctx: StepContext, state: Tensor) -> Tensor:
     """Low-confidence remasking with an equal number of reveals per step."""
     open_ = _masked(ctx, state)
@@ -76,24 +94,30 @@ def remask(ctx: StepContext, state: Tensor) -> Tensor:
     )
 
 
-@register("semi_ar", applies_to=("masked",), block_length=32)
+@register("semi_ar", applies_to=("masked",), block_length=32, rank_by="model")
 def semi_ar(ctx: StepContext, state: Tensor) -> Tensor:
-    """Blocks of ``block_length`` positions, left to right, each decoded by ``remask`` in an equal
-    share of the steps (``steps`` must be a multiple of the number of blocks)."""
+    """Blocks of ``block_length`` positions counted from each row's first generated position
+    (right after its prompt, as LLaDA's ``generate``), left to right, each decoded by ``remask``
+    in an equal share of the steps (``steps`` must be a multiple of the number of blocks of the
+    longest generated span; a shorter row's last blocks are empty)."""
     length = state.shape[-1]
     block = int(ctx.options["block_length"])
     if block < 1:
         raise ConfigError(f"block_length must be positive, got {block}")
-    blocks = -(-length // block)
+    free_rows = ctx.free.any(-1)
+    if not free_rows.any():
+        return state
+    start = torch.where(free_rows, ctx.free.int().argmax(-1), length)  # first free position
+    blocks = int(((length - start + block - 1) // block).max())
     if ctx.steps % blocks:
         raise ConfigError(
-            f"semi_ar needs steps divisible by the {blocks} blocks of {block} positions"
+            f"semi_ar needs steps divisible by the {blocks} blocks of {block} positions after "
+            "the prompt"
         )
     per_block = ctx.steps // blocks
-    b = ctx.index // per_block
-    in_block = torch.zeros_like(state, dtype=torch.bool)
-    in_block[:, b * block : (b + 1) * block] = True
-    open_ = _masked(ctx, state) & in_block
+    first = start[:, None] + (ctx.index // per_block) * block
+    pos = torch.arange(length, device=state.device)
+    open_ = _masked(ctx, state) & (pos >= first) & (pos < first + block)
     if not open_.any():
         return state
     tokens, conf = _draw_with_confidence(ctx, state)
@@ -103,7 +127,7 @@ def semi_ar(ctx: StepContext, state: Tensor) -> Tensor:
     )
 
 
-@register("confidence", applies_to=("masked",), threshold=0.9)
+@register("confidence", applies_to=("masked",), threshold=0.9, rank_by="model")
 def confidence(ctx: StepContext, state: Tensor) -> Tensor:
     """Reveal every masked position whose drawn token is at least ``threshold`` likely (at least
     one per row, all at the last step)."""

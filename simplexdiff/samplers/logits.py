@@ -2,6 +2,8 @@
 
 Removed tokens get ``-inf`` so their probability is exactly 0 (the model never outputs this:
 DESIGN's finite large negative applies to the model's MASK logit, not to user-side filtering).
+Temperature 0 is greedy: only the most likely token keeps its logit, so every draw from the
+prediction is its argmax (LLaDA's default decoding), for every sampler.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from simplexdiff.errors import ConfigError
 
 
 def check_shaping(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be positive, got {temperature}")
+    if not temperature >= 0:
+        raise ConfigError(f"temperature must be 0 (greedy) or positive, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -24,9 +26,12 @@ def check_shaping(temperature: float, top_k: int | None, top_p: float | None) ->
 def shape_logits(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> Tensor:
-    """``logits / temperature``, then keep the ``top_k`` largest, then the smallest set of tokens
-    whose probability reaches ``top_p`` (the most likely token always stays). Float32 out."""
+    """``logits / temperature`` (temperature 0: the largest logit alone), then keep the ``top_k``
+    largest, then the smallest set of tokens whose probability reaches ``top_p`` (the most likely
+    token always stays). Float32 out."""
     logits = logits.float()
+    if temperature == 0:
+        return logits.masked_fill(logits < logits.amax(-1, keepdim=True), float("-inf"))
     if temperature != 1.0:
         logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:

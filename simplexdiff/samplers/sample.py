@@ -46,6 +46,7 @@ class Predictor:
         self.calls = 0
         self.last_state: Tensor | None = None
         self.last_logits: Tensor | None = None
+        self.last_raw: Tensor | None = None  # the same call's logits before shaping
 
     def __call__(self, state: Tensor, t: Tensor) -> Tensor:
         if self.cache and self.last_state is not None and torch.equal(state, self.last_state):
@@ -59,7 +60,7 @@ class Predictor:
             )
         logits = shape_logits(raw, **self.shaping)
         self.calls += 1
-        self.last_state, self.last_logits = state, logits
+        self.last_state, self.last_logits, self.last_raw = state, logits, raw
         return logits
 
 
@@ -94,22 +95,30 @@ def conditioning(
     path: Path,
     num_samples: int,
     length: int,
-    prompt: Tensor | None,
+    prompt: Tensor | list[Tensor] | None,
     infill: Tensor | None,
     device: Any,
 ) -> tuple[Tensor, Tensor]:
-    """``(fixed [B, L] bool, ids [B, L])`` from a prompt prefix and an infill pattern."""
+    """``(fixed [B, L] bool, ids [B, L])`` from a prompt prefix and an infill pattern. ``prompt``
+    is one prefix for every row (``[P]`` or ``[B, P]``), or a list of ``B`` prefixes of any
+    lengths, one per row."""
     ids = torch.full((num_samples, length), -1, dtype=torch.long, device=device)
     if infill is not None:
         infill = torch.as_tensor(infill, device=device).long()
         if infill.shape[-1] != length:
             raise ConfigError(f"infill has {infill.shape[-1]} positions, not length {length}")
         ids = infill.expand(num_samples, length).clone()
-    if prompt is not None:
-        prompt = torch.as_tensor(prompt, device=device).long().expand(num_samples, -1)
-        if prompt.shape[1] > length:
-            raise ConfigError(f"prompt of {prompt.shape[1]} tokens is longer than length {length}")
-        ids[:, : prompt.shape[1]] = prompt
+    rows: list[Tensor] = []
+    if isinstance(prompt, (list, tuple)):
+        if len(prompt) != num_samples:
+            raise ConfigError(f"{len(prompt)} prompts for {num_samples} samples: give one per row")
+        rows = [torch.as_tensor(p, device=device).long().flatten() for p in prompt]
+    elif prompt is not None:
+        rows = list(torch.as_tensor(prompt, device=device).long().expand(num_samples, -1))
+    for i, row in enumerate(rows):
+        if len(row) > length:
+            raise ConfigError(f"prompt of {len(row)} tokens is longer than length {length}")
+        ids[i, : len(row)] = row
     fixed = ids >= 0
     if (ids >= path.vocab_size).any() or (ids < -1).any():
         raise ConfigError(f"prompt / infill ids must lie in [0, {path.vocab_size}) (-1: free)")
@@ -162,7 +171,7 @@ def sample(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    prompt: Tensor | None = None,
+    prompt: Tensor | list[Tensor] | None = None,
     infill: Tensor | None = None,
     decode: str = "argmax",
     generator: torch.Generator | None = None,
@@ -195,6 +204,7 @@ def sample(
         free=~fixed,
         generator=generator,
         options={**chosen.options, **options},
+        model_logits=lambda: predict.last_raw,
     )
     state = path.clamp(path.prior(num_samples, length, generator, device), fixed, fixed_ids)
     trajectory = [state] if return_trajectory else None
