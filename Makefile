@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto  # one test process per core (pytest-xdist)
 
 format: install
 	$(BIN)/ruff format .

@@ -59,7 +59,7 @@ DEVICES = ("cpu", "gpu")
 
 @dataclass
 class Row:
-    recipe: str  # a name under recipes/text8 or a path to a recipe
+    recipe: str  # a name under recipes/text8 or a path to a recipe (e.g. recipes/shakespeare/...)
     overrides: list[str] = field(default_factory=list)
 
 
@@ -177,6 +177,9 @@ def train_task(proto: Protocol, name: str, seed: int, runs: str) -> dict:
         "seed": seed,
         "recipe": str(recipe_file(proto.rows[name].recipe)),
         "overrides": [*proto.overrides, *proto.rows[name].overrides],
+        "path": lm.path.registry_name,
+        "tokenizer": lm.tokenizer.kind if lm.tokenizer else None,
+        "vocab_size": lm.path.vocab_size,
         "parameters": sum(p.numel() for p in lm.model.parameters()),
         "steps": trainer.global_step,
         "train_seconds": round(clock.elapsed(), 1),
@@ -211,7 +214,10 @@ def score_task(proto: Protocol, run: dict, reference: str | None) -> dict:
                 "bound": stats["bound"],
                 "bpc": stats["bpc"],
                 "bpc_stderr": stats["bpc_stderr"],
+                "bpb": stats.get("bpb"),
+                "bpb_stderr": stats.get("bpb_stderr"),
                 "eval_tokens": stats["num_tokens"],
+                "eval_bytes": stats.get("num_bytes"),
                 "bound_settings": stats["settings"],
                 "bound_seconds": round(time.perf_counter() - start, 1),
             }
@@ -325,7 +331,7 @@ def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
             print(
                 f"== trained {run_key(run['row'], run['seed'])}: {run['steps']} steps", flush=True
             )
-        ar = [k for k, r in report["runs"].items() if Path(r["recipe"]).stem == "ar"]
+        ar = [k for k, r in report["runs"].items() if r.get("path", Path(r["recipe"]).stem) == "ar"]
         reference = report["runs"][ar[0]]["points"][-1]["checkpoint"] if ar else None
         report["reference"] = reference
         todo = [k for k, r in report["runs"].items() if "frontier" not in r]

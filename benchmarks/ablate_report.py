@@ -70,6 +70,7 @@ def markdown(report: dict) -> str:
             + " | ".join(cells.get(p, "-") for p in proto["points"])
             + " |"
         )
+    lines += per_byte(report)
     lines += [
         "",
         f"Frontier: {proto['frontier']['samples']} samples per cell from the final checkpoint, "
@@ -93,6 +94,34 @@ def markdown(report: dict) -> str:
                 f"{c['word_validity']:.3f} | {c['ngram_kl_2']:.3f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def per_byte(report: dict) -> list[str]:
+    """The final point of every run in bits per token and per UTF-8 byte (rows with different
+    tokenizers compare in bytes), where the report recorded bytes."""
+    runs = [r for r in report["runs"].values() if "bpb" in (r["points"] or [{}])[-1]]
+    if not runs:
+        return []
+    lines = [
+        "",
+        "Final point, bits per token and bits per byte (the same bound over the text's UTF-8 "
+        "bytes) ± 1 s.e.:",
+        "",
+        "| row | seed | tokenizer (V) | steps | bound | bits/token | bits/byte |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        p = r["points"][-1]
+
+        def cell(value, err):
+            return "inf (ODE left support)" if value is None else f"{value:.3f} ± {err:.3f}"
+
+        lines.append(
+            f"| {r['row']} | {r['seed']} | {r.get('tokenizer')} ({r.get('vocab_size')}) | "
+            f"{p['step']} | {p['bound']} | {cell(p['bpc'], p['bpc_stderr'])} | "
+            f"{cell(p['bpb'], p['bpb_stderr'])} |"
+        )
+    return lines
 
 
 def draw_curves(ax, lines: dict[str, list[tuple[float, float, float, int]]]) -> None:

@@ -38,13 +38,13 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
     """The data module and the LightningModule a recipe describes."""
     dm = TextDataModule(**OmegaConf.to_container(cfg.data), seed=cfg.seed)
     vocab = dm.tokenizer.vocab_size
-    path = PATHS.build(vocab_size=vocab, **cfg.path)
+    path = PATHS.build(vocab_size=vocab, **OmegaConf.to_container(cfg.path))
     model_opts = {"max_len": cfg.data.seq_len, **cfg.model}  # max_len follows seq_len if unset
     if model_opts["max_len"] < cfg.data.seq_len:
         raise ConfigError(
             f"model.max_len {model_opts['max_len']} is shorter than data.seq_len {cfg.data.seq_len}"
         )
-    model = MODELS.build(vocab_size=vocab, **model_opts)
+    model = MODELS.build(vocab_size=path.model_vocab_size, **model_opts)  # V, or m b split
     optim = OmegaConf.to_container(cfg.optim)
     optim["betas"] = tuple(optim["betas"])
     return dm, DiffusionLM(model=model, path=path, tokenizer=dm.tokenizer, **optim)
@@ -173,6 +173,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         _ = logger.experiment  # creates run_dir
         OmegaConf.save(cfg, run_dir / "recipe.yaml")  # the resolved recipe, before any step
+        # the fitted tokenizer as plain JSON (sd.data.tokenizer_from_config reads it)
+        (run_dir / "tokenizer.json").write_text(json.dumps(dm.tokenizer.config()))
     start = time.perf_counter()
     try:
         trainer.fit(lm, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
@@ -204,7 +206,12 @@ def train(cfg: DictConfig) -> dict:
         "machine": machine(),
         **{k.replace("/", "_"): v for k, v in val.items()},  # val_loss, val_x1_ce_bits / val_bpc
         "bound": bound,
-        "reported": {"metric": key.replace("/", "_"), "name": label, "bits_per_char": val[key]},
+        "reported": {
+            "metric": key.replace("/", "_"),
+            "name": label,
+            "bits_per_char": val[key],
+            "bits_per_byte": val.get("val/bpb") if key == "val/bpc" else None,
+        },
         "uniform_bits": uniform_bits,
         "checkpoint": str(ckpt),
         "sampler": sampler,
@@ -212,13 +219,15 @@ def train(cfg: DictConfig) -> dict:
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nsteps {trainer.global_step} in {train_s:.0f} s; checkpoint {ckpt}")
+    unit = "bits/char" if dm.tokenizer.kind == "char" else "bits/token"
+    per_byte = f" = {val['val/bpb']:.3f} bits/byte" if key == "val/bpc" and "val/bpb" in val else ""
     print(
-        f"{label}: {val[key]:.3f} bits/char; uniform baseline log2({dm.tokenizer.vocab_size})"
-        f" = {uniform_bits:.3f}"
+        f"{label}: {val[key]:.3f} {unit}{per_byte}; uniform baseline "
+        f"log2({dm.tokenizer.vocab_size}) = {uniform_bits:.3f}"
     )
     if key != "val/x1_ce_bits" and "val/x1_ce_bits" in val:
         x1_key, x1_label = VALIDATION_REPORT[None]
-        print(f"{x1_label}: {val[x1_key]:.3f} bits/char")
+        print(f"{x1_label}: {val[x1_key]:.3f} {unit}")
     print(f"samples ({sampler}, {sc.steps} steps):")
     for s in samples:
         print(f"  {s!r}")
@@ -458,6 +467,8 @@ def print_eval(results: dict, checkpoint: str) -> None:
     else:
         print(f"bound      {bound}: {results['bound_name']}")
         print(_row("bits/token", f"{m['bpc']:.4f} ± {m['bpc_stderr']:.4f} (1 s.e.)"))
+        if m.get("bpb") is not None:
+            print(_row("bits/byte", f"{m['bpb']:.4f} ± {m['bpb_stderr']:.4f} (1 s.e.)"))
         print(_row("perplexity", f"{m['ppl']:.4f}"))
         print(_row("nats/token", f"{m['nats_per_token']:.4f}"))
         print(_row("times per sequence", str(m.get("num_t"))))

@@ -23,7 +23,9 @@ class DataConfig:
     corpus: str = "text8"
     seq_len: int = 256
     batch_size: int = 32
-    tokenizer: str | None = None
+    tokenizer: Any = (
+        None  # text8, char, byte, bpe or {name: bpe, vocab_size: 2048}; None: by corpus
+    )
     num_workers: int = 0
     cache_dir: str | None = None
 

@@ -29,6 +29,8 @@ def setup(tmp_path_factory):
     corpus.parent.mkdir()
     rng = random.Random(0)
     corpus.write_text(" ".join(rng.choice("a cat sat on the mat".split()) for _ in range(2000)))
+    (base / "data" / "latin1.txt").write_bytes("caf\xe9 au lait ".encode("latin-1") * 200)
+    (base / "data" / "empty.jsonl").write_text('{"text": ""}\n')
     data = [f"data.corpus={corpus}", f"data.cache_dir={base / 'cache'}"]
     args = ["train", ROOT / "recipes/text8/masked.yaml", *data, *TINY, f"out_dir={base / 'ok'}"]
     assert main([str(a) for a in args]) == 0
@@ -51,6 +53,7 @@ def recipe(name: str, *overrides: str) -> list[str]:
     return ["train", f"recipes/text8/{name}.yaml", *overrides]
 
 
+BPE = "data.tokenizer={{{{name: bpe, vocab_size: {}}}}}"  # braces survive two .format
 CASES = {
     # recipe values (checked as the recipe loads)
     "unknown key": (masked("trainer.max_stepz=3"), "unknown recipe key 'trainer.max_stepz'"),
@@ -86,8 +89,17 @@ CASES = {
     "unknown model": (masked("model.name=unet"), "unknown model 'unet'"),
     "heads do not divide": (masked("model.n_heads=3"), "not divisible by n_heads=3"),
     "max_len below seq_len": (masked("model.max_len=8"), "model.max_len 8 is shorter"),
-    "unknown tokenizer": (masked("data.tokenizer=bpe"), "unknown tokenizer 'bpe'"),
+    "unknown tokenizer": (masked("data.tokenizer=wordpiece"), "unknown tokenizer 'wordpiece'"),
+    "bpe below the bytes": (masked(BPE.format(100)), r"vocab_size must be an integer in [257"),
+    "bpe too large for ids": (masked(BPE.format(2**33)), "2**32), got 8589934592"),
+    "split base 1": (
+        recipe("fisher_rao", "path.split={{base: 1}}"),
+        "split base must be an integer",
+    ),
+    "split of a discrete path": (masked("path.split={{base: 2}}"), "unknown option 'split'"),
     "missing data": (masked("data.corpus=/no/such/file.txt"), "data file not found"),
+    "invalid UTF-8": (masked("data.corpus={data}/latin1.txt"), "can't decode byte 0xe9"),
+    "no documents": (masked("data.corpus={data}/empty.jsonl"), "is empty (no document"),
     # Lightning's own settings
     "bogus precision": (masked("trainer.precision=bogus"), "bad trainer setting: "),
     "gpu without one": (masked("trainer.accelerator=gpu"), "bad trainer setting: "),

@@ -7,7 +7,7 @@ import torch
 
 import simplexdiff as sd
 from simplexdiff.data import CharTokenizer, TextDataModule
-from simplexdiff.errors import DataError
+from simplexdiff.errors import ConfigError, DataError
 
 
 def test_text8_tokenizer_roundtrip_and_errors():
@@ -85,10 +85,10 @@ def test_bad_inputs_give_one_line_errors(tmp_path, cache_dir):
         TextDataModule(str(upper), tokenizer="text8", cache_dir=cache_dir).setup()
     short = tmp_path / "short.txt"
     short.write_text("abc " * 10)
-    with pytest.raises(DataError, match="fewer training characters"):
+    with pytest.raises(DataError, match="fewer training tokens"):
         TextDataModule(str(short), seq_len=64, cache_dir=cache_dir).setup()
-    with pytest.raises(DataError, match="unknown tokenizer"):
-        TextDataModule(str(short), tokenizer="bpe", cache_dir=cache_dir).setup()
+    with pytest.raises(ConfigError, match="unknown tokenizer 'sentencepiece'"):
+        TextDataModule(str(short), tokenizer="sentencepiece", cache_dir=cache_dir)
 
 
 def test_public_api_names():
@@ -114,7 +114,8 @@ def test_config_rebuilds_and_a_given_tokenizer(tmp_path, cache_dir, monkeypatch)
     assert torch.equal(TextDataModule(**cfg).split("test"), test)
     wide = CharTokenizer(" abcdx")
     given = TextDataModule(str(tmp_path / "a.txt"), seq_len=8, tokenizer=wide, cache_dir=cache_dir)
-    assert given.tokenizer is wide and given.config()["tokenizer"] == {"alphabet": " abcdx"}
+    assert given.tokenizer is wide
+    assert given.config()["tokenizer"] == {"kind": "char", "alphabet": " abcdx", "specials": []}
     assert given.tokenizer.decode(given.split("train")[0]) == "abc cab "
     assert torch.equal(TextDataModule(**given.config()).split("train"), given.split("train"))
     with pytest.raises(DataError, match="character 'c' at position 2 is not in"):

@@ -1,17 +1,19 @@
-"""Text corpora as fixed-length chunks of character ids, through the ``datasets`` library.
+"""Text corpora as documents packed into fixed-length chunks of token ids, through ``datasets``.
 
 ``corpus`` is a bundled name (``text8``: the first 12M characters of text8; ``tinyshakespeare``), a
-local text file (``.txt``, ``.xz``, ``.gz``, ...; read by ``datasets``' ``text`` builder and cached as
-Arrow) or a hub dataset name / local dataset folder with a ``text`` column. One document is split by
-character position into train / validation / test with fractions ``11/12, 1/24, 1/24`` (for text8-12M
-exactly the standard split: ``[0, 11.0M)``, ``[11.0M, 11.5M)``, ``[11.5M, 12.0M)``); a dataset that
-comes with train / validation / test splits keeps them. Each split is cut into non-overlapping
-chunks of ``seq_len`` ids (the ragged tail is dropped).
+local file (a text file, also ``.xz`` / ``.gz``, is one document; ``.jsonl`` / ``.json`` /
+``.parquet`` / ``.csv`` have a document per row in a ``text`` column), a folder (of text files,
+one document each, or of data files) or a hub dataset name; ``datasets`` reads and caches them as
+Arrow. A corpus without its own train / validation / test splits is cut by character position at
+fractions ``11/12, 1/24, 1/24`` (for text8-12M exactly the standard split: ``[0, 11.0M)``,
+``[11.0M, 11.5M)``, ``[11.5M, 12.0M)``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import datasets
@@ -22,7 +24,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from simplexdiff.data.stream import EvalBatches, TrainStream
-from simplexdiff.data.tokenizer import CharTokenizer
+from simplexdiff.data.tokenizer import (
+    TOKENIZERS,
+    Tokenizer,
+    fit_tokenizer,
+    tokenizer_from_config,
+    tokenizers_version,
+)
 from simplexdiff.errors import DataError
 
 CORPORA_DIR = Path(__file__).parent / "corpora"
@@ -39,8 +47,11 @@ def id_dtype(vocab_size: int) -> np.dtype:
     raise DataError(f"vocabulary of {vocab_size} symbols is too large")
 
 
+TEXT_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
 def resolve_corpus(corpus: str) -> tuple[str, str]:
-    """``(kind, location)`` with kind ``"file"`` (a local text file) or ``"dataset"`` (hub/folder)."""
+    """``(kind, location)`` with kind ``"file"`` (a local file) or ``"dataset"`` (hub/folder)."""
     if corpus in BUNDLED:
         return "file", str(CORPORA_DIR / BUNDLED[corpus])
     p = Path(corpus).expanduser()
@@ -53,17 +64,52 @@ def resolve_corpus(corpus: str) -> tuple[str, str]:
     raise DataError(f"data file not found: {corpus!r} (not a bundled corpus, a file or a folder)")
 
 
-def load_split_texts(corpus: str, cache_dir: str | None = None) -> dict[str, str]:
-    """The train / validation / test texts of ``corpus`` (see the module docstring)."""
+def _builder(file: Path) -> str:
+    """``datasets``' builder for a file: json(l) / parquet / csv rows, else one text document
+    (compressed ``.xz`` / ``.gz`` files by their inner suffix)."""
+    suffixes = [s for s in file.suffixes if s not in (".xz", ".gz", ".bz2", ".zst")]
+    return TEXT_SUFFIXES.get(suffixes[-1] if suffixes else "", "text")
+
+
+def _load_dataset(corpus: str, cache_dir: str | None) -> datasets.DatasetDict:
     kind, location = resolve_corpus(corpus)
+    if kind == "file":
+        builder = _builder(Path(location))
+        extra = {"sample_by": "document"} if builder == "text" else {}
+        return datasets.load_dataset(
+            builder, data_files={"corpus": location}, cache_dir=cache_dir, **extra
+        )
+    folder = Path(location)
+    files = [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    if folder.is_dir() and files and all(_builder(f) == "text" for f in files):
+        # a folder of text files: one document per file, split by file name (train.txt, ...)
+        return datasets.load_dataset(
+            "text", data_dir=location, sample_by="document", cache_dir=cache_dir
+        )
+    return datasets.load_dataset(location, cache_dir=cache_dir)
+
+
+Pieces = list[tuple[str, bool]]
+"""A split's text: ``(text, ends_document)`` pieces (the split cuts at most two documents)."""
+
+
+def load_split_documents(
+    corpus: str, cache_dir: str | None = None
+) -> tuple[dict[str, Pieces], int]:
+    """The train / validation / test documents of ``corpus`` and how many documents it has.
+
+    Documents are the rows of its ``text`` column (a text file is one document, a folder of text
+    files one per file, a ``.jsonl`` / ``.parquet`` file one per row); empty ones are dropped. A
+    dataset with train / validation / test splits keeps them; otherwise the documents, in order,
+    are cut by character position at the fractions ``11/12, 1/24, 1/24`` (for a single document,
+    text8-12M, exactly the standard split)."""
     try:
-        if kind == "file":
-            ds = datasets.load_dataset(
-                "text", data_files={"corpus": location}, sample_by="document", cache_dir=cache_dir
-            )
-        else:
-            ds = datasets.load_dataset(location, cache_dir=cache_dir)
-    except Exception as e:  # corrupt archive, unreadable file, unknown hub name
+        ds = _load_dataset(corpus, cache_dir)
+    except DataError:
+        raise
+    except Exception as e:  # corrupt archive, invalid UTF-8, unreadable file, unknown hub name
+        while e.__cause__ is not None or e.__context__ is not None:  # datasets wraps the cause
+            e = e.__cause__ or e.__context__  # type: ignore[assignment]
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"could not read corpus {corpus!r}: {msg}") from None
     for split in ds.values():
@@ -71,34 +117,58 @@ def load_split_texts(corpus: str, cache_dir: str | None = None) -> dict[str, str
             raise DataError(
                 f"corpus {corpus!r} has no 'text' column (columns: {split.column_names})"
             )
+
+    def documents(split: datasets.Dataset) -> list[str]:
+        return [t for t in split["text"] if isinstance(t, str) and t]
+
     if all(s in ds for s in SPLITS):
-        return {s: "\n".join(ds[s]["text"]) for s in SPLITS}
-    text = "\n".join(t for split in ds.values() for t in split["text"])
-    if not text.strip():
-        raise DataError(f"corpus {corpus!r} is empty")
-    n = len(text)
-    cut1, cut2 = round(n * SPLIT_FRACTIONS[0]), round(n * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]))
-    return {"train": text[:cut1], "validation": text[cut1:cut2], "test": text[cut2:]}
+        pieces = {s: [(t, True) for t in documents(ds[s])] for s in SPLITS}
+    else:
+        pieces = _cut([t for split in ds.values() for t in documents(split)], SPLIT_FRACTIONS[:2])
+    count = sum(end for split in pieces.values() for _, end in split)
+    if count == 0:
+        raise DataError(f"corpus {corpus!r} is empty (no document with text)")
+    return pieces, count
 
 
-def make_tokenizer(name: str, train_text: str) -> CharTokenizer:
-    if name == "text8":
-        return CharTokenizer.text8()
-    if name == "char":
-        return CharTokenizer.from_text(train_text)
-    raise DataError(f"unknown tokenizer {name!r}; known: text8, char")
+def _cut(docs: list[str], fractions: tuple[float, float]) -> dict[str, Pieces]:
+    """Documents in order cut at characters ``round(n f1)`` and ``round(n (f1 + f2))``."""
+    n = sum(map(len, docs))
+    cuts = [round(n * fractions[0]), round(n * (fractions[0] + fractions[1])), n + 1]
+    out: dict[str, Pieces] = {s: [] for s in SPLITS}
+    k, start = 0, 0  # current split; position of the current document
+    for doc in docs:
+        at = 0  # how much of doc is placed
+        while at < len(doc):
+            end = min(len(doc), cuts[k] - start)
+            if end > at:
+                out[SPLITS[k]].append((doc[at:end], end == len(doc)))
+                at = end
+            if at < len(doc):
+                k += 1
+        start += len(doc)
+    return out
+
+
+def load_split_texts(corpus: str, cache_dir: str | None = None) -> dict[str, str]:
+    """Each split's text, its documents joined by newlines."""
+    pieces, _ = load_split_documents(corpus, cache_dir)
+    return {s: "\n".join(t for t, _ in p) for s, p in pieces.items()}
 
 
 class TextDataModule(L.LightningDataModule):
-    """Character-level LM data: ``TextDataModule(corpus="text8", seq_len=256, batch_size=32)``.
+    """Language-model data: ``TextDataModule(corpus="text8", seq_len=256, batch_size=32)``.
 
-    Batches are ``LongTensor [batch_size, seq_len]`` of clean ids. ``tokenizer`` is ``"text8"``,
-    ``"char"`` (alphabet of the training split), ``None`` (text8 for the text8 corpus, else char),
-    or a given ``CharTokenizer`` (or its ``config()`` dict), e.g. a checkpoint's, to read other data
-    with a trained model's alphabet (a character outside it is a ``DataError``).
-    Token ids are cached as ``.npy`` under ``cache_dir`` (default ``~/.cache/simplexdiff``), one
-    file per split keyed by the corpus content hash and the tokenizer (any ``seq_len`` reads it), in
-    the smallest integer type that holds the vocabulary.
+    Batches are ``LongTensor [batch_size, seq_len]`` of clean ids: each split's documents, each
+    followed by the tokenizer's ``EOS`` where the corpus has several, packed into one id stream
+    and cut into chunks of ``seq_len`` (the ragged tail is dropped). ``tokenizer`` is what a
+    recipe names (``"text8"``, ``"char"``, ``"byte"``, ``"bpe"`` or ``{"name": "bpe",
+    "vocab_size": 4096}``; ``None``: text8 for the text8 corpus, else char), fitted on the
+    training split, or a built ``Tokenizer`` (or its ``config()`` dict), e.g. a checkpoint's, to
+    read other data as a trained model does (a character outside a char tokenizer's alphabet is
+    a ``DataError``). Under ``cache_dir`` (default ``~/.cache/simplexdiff``): a fitted BPE, and
+    each split's ids as ``.npy`` keyed by the corpus content and the tokenizer (any ``seq_len``
+    reads them) in the smallest integer type that holds the vocabulary.
 
     Training batches are ``TrainStream``: an endless stream of passes reshuffled from ``seed``,
     sharded over the Trainer's processes and resumed at the Trainer's restored step, so a run
@@ -113,7 +183,7 @@ class TextDataModule(L.LightningDataModule):
         corpus: str = "text8",
         seq_len: int = 256,
         batch_size: int = 32,
-        tokenizer: str | CharTokenizer | dict | None = None,
+        tokenizer: str | dict | Tokenizer | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
@@ -125,34 +195,31 @@ class TextDataModule(L.LightningDataModule):
             raise DataError(f"num_workers must not be negative, got {num_workers}")
         resolve_corpus(corpus)  # fail early on a missing file
         self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
-        if isinstance(tokenizer, dict):
-            tokenizer = CharTokenizer(**tokenizer)
-        given = tokenizer if isinstance(tokenizer, CharTokenizer) else None
-        self.tokenizer_name = (
-            "given" if given else tokenizer or ("text8" if corpus == "text8" else "char")
-        )
+        if isinstance(tokenizer, dict) and ("kind" in tokenizer or "name" not in tokenizer):
+            tokenizer = tokenizer_from_config(tokenizer)
+        self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
+        # what to fit on the training split (None for a given tokenizer)
+        self.tokenizer_spec: str | dict | None = None
+        if self._tokenizer is None:
+            self.tokenizer_spec = tokenizer or ("text8" if corpus == "text8" else "char")
+            name = self.tokenizer_spec
+            TOKENIZERS.get(name if isinstance(name, str) else name.get("name"))  # fail early
         self.num_workers, self.seed = num_workers, seed
         self._cache_dir_arg = cache_dir
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "simplexdiff")
-        self._tokenizer: CharTokenizer | None = given or (
-            CharTokenizer.text8() if self.tokenizer_name == "text8" else None
-        )
         self._chunks: dict[str, Tensor] = {}
+        self._bytes: dict[str, Tensor] = {}
 
     def config(self) -> dict:
         """What rebuilds this data (``TextDataModule(**config)``), as checkpoints store it: the
-        corpus (a local file as an absolute path), ``seq_len``, the tokenizer (its name, or the
-        alphabet of a given one) and ``cache_dir``; not the loader settings."""
+        corpus (a local file as an absolute path), ``seq_len``, the tokenizer (what the recipe
+        named, or the ``config()`` of a given one) and ``cache_dir``; not the loader settings."""
         _, location = resolve_corpus(self.corpus)
         local = self.corpus not in BUNDLED and Path(location).exists()  # a file or folder here
         return {
             "corpus": str(Path(location).resolve()) if local else self.corpus,
             "seq_len": self.seq_len,
-            "tokenizer": (
-                self.tokenizer_or_fail().config()
-                if self.tokenizer_name == "given"
-                else self.tokenizer_name
-            ),
+            "tokenizer": self.tokenizer_spec or self.tokenizer.config(),
             "cache_dir": self._cache_dir_arg,
         }
 
@@ -165,7 +232,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = int(state_dict.get("seed", self.seed))
 
     @property
-    def tokenizer(self) -> CharTokenizer:
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
             self.setup()
         assert self._tokenizer is not None
@@ -174,36 +241,69 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._chunks:
             return
-        texts = load_split_texts(self.corpus, str(self.cache_dir / "datasets"))
-        self._tokenizer = self._tokenizer or make_tokenizer(self.tokenizer_name, texts["train"])
+        pieces, count = load_split_documents(self.corpus, str(self.cache_dir / "datasets"))
+        corpus_digest = hashlib.sha256()
+        for split in SPLITS:
+            for text, end in pieces[split]:
+                corpus_digest.update(f"{split}\0{int(end)}\0{len(text)}\0{text}".encode())
+        if self._tokenizer is None:
+            self._tokenizer = self._fit_tokenizer(pieces["train"], count > 1, corpus_digest)
+        tokenizer = self._tokenizer
         digest = hashlib.sha256(
-            "\0".join([*texts.values(), self._tokenizer.alphabet]).encode()
+            (corpus_digest.hexdigest() + tokenizer.digest()).encode()
         ).hexdigest()[:16]
-        for split, text in texts.items():
-            ids = self._cached_ids(text, f"{digest}-{split}")
+        dtype = id_dtype(tokenizer.vocab_size)
+        for split in SPLITS:
+            ids = self._cached(
+                f"ids/{digest}-{split}.npy",
+                lambda s=split: tokenizer.encode_documents(pieces[s]).astype(dtype),
+            )
             n = len(ids) // self.seq_len
             self._chunks[split] = torch.from_numpy(ids[: n * self.seq_len].reshape(n, self.seq_len))
         if len(self._chunks["train"]) == 0:
             raise DataError(
-                f"corpus {self.corpus!r} has fewer training characters than seq_len={self.seq_len}"
+                f"corpus {self.corpus!r} has fewer training tokens than seq_len={self.seq_len}"
             )
 
-    def _cached_ids(self, text: str, key: str) -> np.ndarray:
-        """The ids of ``text``, read from (or written once to) the cache."""
-        file = self.cache_dir / "ids" / f"{key}.npy"
-        if file.exists():
-            return np.load(file)
-        tokenizer = self.tokenizer_or_fail()
-        ids = tokenizer.encode(text).astype(id_dtype(tokenizer.vocab_size))
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp.npy")
-        np.save(tmp, ids)
-        tmp.replace(file)  # atomic: a killed run never leaves a half-written cache
-        return ids
+    def _fit_tokenizer(self, train: Pieces, documents: bool, corpus_digest) -> Tokenizer:
+        """The recipe's tokenizer fitted on the training split (a BPE once, then from the cache:
+        every process of a run reads the same one)."""
+        spec = self.tokenizer_spec
+        texts = [t for t, _ in train]
+        key = json.dumps([spec, documents, tokenizers_version()], sort_keys=True)
+        if (spec if isinstance(spec, str) else spec.get("name")) != "bpe":
+            return fit_tokenizer(spec, texts, documents)
+        digest = hashlib.sha256((corpus_digest.hexdigest() + key).encode()).hexdigest()[:16]
+        config = self._cached(
+            f"tokenizers/{digest}.json",
+            lambda: fit_tokenizer(spec, texts, documents).config(),
+            save=lambda f, c: f.write_text(json.dumps(c)),
+            load=lambda f: json.loads(f.read_text()),
+        )
+        return tokenizer_from_config(config)
 
-    def tokenizer_or_fail(self) -> CharTokenizer:
-        assert self._tokenizer is not None
-        return self._tokenizer
+    def _cached(self, name: str, make, save=None, load=None):
+        """``make()``, written once under ``cache_dir / name`` and read from there afterwards
+        (atomically: a killed run never leaves a half-written file)."""
+        save = save or (lambda f, value: np.save(f, value))
+        load = load or np.load
+        file = self.cache_dir / name
+        if file.exists():
+            return load(file)
+        value = make()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp{file.suffix}")
+        save(tmp, value)
+        tmp.replace(file)
+        return value
+
+    def bytes_per_chunk(self, name: str) -> Tensor:
+        """``[N]`` int64: UTF-8 bytes of each chunk of a split (``EOS`` counts 0), for bits per
+        byte."""
+        if name not in self._bytes:
+            table = torch.from_numpy(self.tokenizer.token_bytes())
+            self._bytes[name] = table[self.split(name)].sum(dim=1)
+        return self._bytes[name]
 
     def split(self, name: str) -> Tensor:
         """All chunks of a split as ``LongTensor [N, seq_len]``."""

@@ -114,7 +114,7 @@ def flow_log_density(
 
     def field(state: Tensor, s: float) -> Tensor:
         t = torch.full((batch,), path.schedule.inverse(s), device=z.device)
-        logits = denoiser(path.model_input(state).float(), t)
+        logits = path.denoise(denoiser, state, t)
         return path.velocity(state, logits, torch.full((batch, 1), s, **as64))
 
     def field_and_divergence(state: Tensor, s: float) -> tuple[Tensor, Tensor]:

@@ -44,6 +44,7 @@ def likelihood(
     ode_steps: int = 32,
     divergence: str = "auto",
     probes: int = 1,
+    token_bytes: Tensor | None = None,
 ) -> dict[str, Any]:
     """Per-token likelihood bound of ``tokens`` (LongTensor ``[N, L]``).
 
@@ -54,6 +55,11 @@ def likelihood(
     "num_sequences", "num_tokens", "settings"}`` (``bpc = nats_per_token / ln 2``, bits per token:
     per char for the character tokenizers). ``decode_time``, ``ode_steps``, ``divergence`` and
     ``probes`` set the continuous paths' bound and are ignored by the others.
+
+    Bits per byte, ``"bpb"`` (``None`` without a tokenizer): the total bound of ``tokens`` over
+    the UTF-8 bytes of their text, ``token_bytes[tokens].sum()`` (``token_bytes``: bytes of each
+    id's text, by default the model's ``tokenizer.token_bytes()``); ``"bpb_stderr"`` is the
+    ratio estimator's standard error, ``"num_bytes"`` the byte count.
     """
     denoiser: Denoiser
     if path is None:
@@ -102,6 +108,10 @@ def likelihood(
     n = est.numel()
     nats = float(est.mean())
     stderr = float(est.std() / math.sqrt(n)) if n > 1 else float("nan")
+    tokenizer = getattr(model, "tokenizer", None)
+    if token_bytes is None and tokenizer is not None:
+        token_bytes = torch.from_numpy(tokenizer.token_bytes())
+    per_byte = _per_byte(est.double() * tokens.shape[1], token_bytes, tokens)
     return {
         "nats_per_token": nats,
         "bpc": nats / math.log(2),
@@ -112,6 +122,30 @@ def likelihood(
         "num_sequences": n,
         "num_tokens": int(tokens.numel()),
         "settings": settings,
+        **per_byte,
+    }
+
+
+def _per_byte(nats: Tensor, token_bytes: Tensor | None, tokens: Tensor) -> dict[str, Any]:
+    """Bits per byte of per-sequence totals ``nats`` ``[N]``: ``sum(nats) / sum(bytes) / ln 2``
+    with the delta-method standard error of a ratio of means,
+    ``sqrt(var(nats - r bytes) / N) / mean(bytes)``."""
+    if token_bytes is None:
+        return {"bpb": None, "bpb_stderr": None, "num_bytes": None}
+    num_bytes = (
+        torch.as_tensor(token_bytes, device=tokens.device)[tokens].sum(1).double().to(nats.device)
+    )
+    total = float(num_bytes.sum())
+    if total == 0:
+        return {"bpb": None, "bpb_stderr": None, "num_bytes": 0}
+    ratio = float(nats.sum()) / total
+    n = nats.numel()
+    spread = (nats - ratio * num_bytes).std() if n > 1 else torch.tensor(float("nan"))
+    stderr = float(spread / math.sqrt(n) / num_bytes.mean())
+    return {
+        "bpb": ratio / math.log(2),
+        "bpb_stderr": stderr / math.log(2),
+        "num_bytes": int(total),
     }
 
 

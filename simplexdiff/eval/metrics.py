@@ -1,4 +1,4 @@
-"""torchmetrics ``Metric`` classes for per-token likelihoods: bits per token and perplexity.
+"""torchmetrics ``Metric`` classes for likelihoods: bits per token, bits per byte, perplexity.
 
 Both keep two float64 sums, ``nats`` (negative log-likelihood or bound, in nats) and ``tokens``
 (how many tokens it covers), reduced by ``sum`` across processes; so the value after a DDP sync is
@@ -46,6 +46,15 @@ class _NatsPerToken(Metric):
 
 class BitsPerToken(_NatsPerToken):
     """Bits per token, ``sum(nats) / sum(tokens) / ln 2`` (bits per char for char tokenizers)."""
+
+    def compute(self) -> Tensor:
+        return self.nats_per_token() / math.log(2)
+
+
+class BitsPerByte(_NatsPerToken):
+    """Bits per UTF-8 byte of the text, ``sum(nats) / sum(bytes) / ln 2``: ``update(nats,
+    num_bytes)``. Tokenizers differ in how many bytes a token covers; bytes do not, so rows with
+    different tokenizers compare in this unit."""
 
     def compute(self) -> Tensor:
         return self.nats_per_token() / math.log(2)

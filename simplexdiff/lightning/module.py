@@ -18,10 +18,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from simplexdiff.data.tokenizer import CharTokenizer
+from simplexdiff.data.tokenizer import Tokenizer, tokenizer_from_config
 from simplexdiff.errors import CheckpointError, ConfigError
 from simplexdiff.eval.flow_bound import flow_bound
-from simplexdiff.eval.metrics import BitsPerToken
+from simplexdiff.eval.metrics import BitsPerByte, BitsPerToken
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS, Path
 from simplexdiff.paths.continuous import FLOW_BOUND
@@ -79,13 +79,12 @@ class DiffusionLM(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.99),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
-        tokenizer: CharTokenizer | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         super().__init__()
-        if getattr(model, "vocab_size", path.vocab_size) != path.vocab_size:
-            raise ConfigError(
-                f"model vocab_size {model.vocab_size} != path vocab_size {path.vocab_size}"
-            )
+        width = path.model_vocab_size  # V, or m b for a split continuous path
+        if getattr(model, "vocab_size", width) != width:
+            raise ConfigError(f"model vocab_size {model.vocab_size} != the path's {width}")
         if tokenizer is not None and tokenizer.vocab_size != path.vocab_size:
             raise ConfigError(
                 f"tokenizer has {tokenizer.vocab_size} symbols but the path has "
@@ -103,6 +102,7 @@ class DiffusionLM(L.LightningModule):
         self.val_x1_ce = MeanMetric().set_dtype(torch.float64)
         # the path's likelihood bound: float64 sums of nats and tokens (bits per token, perplexity)
         self.val_bpc = BitsPerToken()
+        self.val_bpb = BitsPerByte()  # the same bound over the UTF-8 bytes of the text
 
     def forward(self, inputs: Tensor, t: Tensor) -> Tensor:
         return self.model(inputs, t)
@@ -177,7 +177,7 @@ class DiffusionLM(L.LightningModule):
             # path's bound_times (simplexdiff.eval.likelihood uses a grid of them per sequence)
             t, weight = self.path.bound_times(stratified_times(batch.shape[0], gen, batch.device))
             nats = weight * self.path.sequence_bound(self.model, batch, t, gen).double()
-            self.val_bpc.update(nats * batch.shape[1], batch.numel())  # per token -> totals
+            self._update_bound(nats * batch.shape[1], batch)  # per token -> totals
 
     flow_bound_batches: int = 1
     """Continuous paths: validation batches scored by the flow bound (an ODE solve each)."""
@@ -197,7 +197,18 @@ class DiffusionLM(L.LightningModule):
                 steps=self.flow_bound_steps,
                 generator=generator,
             )
+        self._update_bound(nats, batch)
+
+    def _update_bound(self, nats: Tensor, batch: Tensor) -> None:
+        """Add per-sequence bound totals ``nats`` ``[B]`` of ``batch`` to bits per token and,
+        with a tokenizer, bits per byte."""
         self.val_bpc.update(nats, batch.numel())
+        if self.tokenizer is not None:
+            if self._token_bytes is None:
+                self._token_bytes = torch.from_numpy(self.tokenizer.token_bytes())
+            self.val_bpb.update(nats, self._token_bytes.to(batch.device)[batch].sum())
+
+    _token_bytes: Tensor | None = None
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val")
@@ -217,13 +228,16 @@ class DiffusionLM(L.LightningModule):
         """Log the epoch means (synchronised across processes by torchmetrics): ``{stage}/loss``;
         ``{stage}/x1_ce_bits`` where the path reports an x1 cross-entropy (continuous paths);
         ``{stage}/bpc`` and ``{stage}/ppl``, the path's likelihood bound in bits per token and as
-        a per-token perplexity ``2 ** bpc``, where it has one."""
+        a per-token perplexity ``2 ** bpc``, where it has one, and ``{stage}/bpb``, the bound in
+        bits per UTF-8 byte of the text, where the module has a tokenizer."""
         values = {f"{stage}/loss": self.val_loss.compute()}
         if self._updated_anywhere(self.val_x1_ce):
             values[f"{stage}/x1_ce_bits"] = self.val_x1_ce.compute() / math.log(2)
         if self._updated_anywhere(self.val_bpc):
             values[f"{stage}/bpc"] = bpc = self.val_bpc.compute()
             values[f"{stage}/ppl"] = torch.exp2(bpc)
+        if self._updated_anywhere(self.val_bpb):
+            values[f"{stage}/bpb"] = self.val_bpb.compute()
         for name, value in values.items():
             # torchmetrics already synchronised them: the max over processes of equal values
             # keeps them bit-exact (and tells Lightning they are synchronised)
@@ -233,6 +247,7 @@ class DiffusionLM(L.LightningModule):
         self.val_loss.reset()
         self.val_x1_ce.reset()
         self.val_bpc.reset()
+        self.val_bpb.reset()
 
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
@@ -262,7 +277,13 @@ class DiffusionLM(L.LightningModule):
                     f"vocabulary mismatch: the model has {self.path.vocab_size} symbols but the "
                     f"data's tokenizer has {tokenizer.vocab_size}"
                 )
+            if self.tokenizer is not None and self.tokenizer.config() != tokenizer.config():
+                raise CheckpointError(
+                    "tokenizer mismatch: the data's tokenizer is not the model's (same size, "
+                    "different symbols)"
+                )
             self.tokenizer = self.tokenizer or tokenizer
+            self._token_bytes = None
 
     # --- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -370,7 +391,7 @@ class DiffusionLM(L.LightningModule):
         spec = ckpt[CHECKPOINT_KEY]
         model = MODELS.build(**spec["model"])
         path = PATHS.build(**spec["path"])
-        tok = CharTokenizer(**spec["tokenizer"]) if spec["tokenizer"] else None
+        tok = tokenizer_from_config(spec["tokenizer"]) if spec["tokenizer"] else None
         hp = {
             k: v
             for k, v in ckpt.get("hyper_parameters", {}).items()

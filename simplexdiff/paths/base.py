@@ -54,6 +54,11 @@ class Path(ABC):
         return self.vocab_size
 
     @property
+    def model_vocab_size(self) -> int:
+        """The ``vocab_size`` of the denoiser this path trains (its per-position width)."""
+        return self.vocab_size
+
+    @property
     def causal(self) -> bool:
         """Whether the denoiser must be causal (the autoregressive baseline)."""
         return False
@@ -109,6 +114,10 @@ class Path(ABC):
     @abstractmethod
     def model_input(self, state: Tensor) -> Tensor:
         """What the denoiser reads for ``state``: ids ``[B, L]`` or simplex points ``[B, L, V]``."""
+
+    def denoise(self, denoiser: Denoiser, state: Tensor, t: Tensor) -> Tensor:
+        """The denoiser's logits for ``state`` at times ``t [B]``, laid out like the state."""
+        return denoiser(self.model_input(state), t)
 
     @abstractmethod
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:

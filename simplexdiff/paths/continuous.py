@@ -13,6 +13,10 @@ A ``schedule`` (see ``schedules.py``) reparametrises time: the state at ``t`` is
 ``s = kappa(t)``; ``interpolate``, ``field`` and ``move`` work in ``s``, and an Euler step moves by
 ``kappa(t_next) - kappa(t)``. The FM loss is measured in ``s`` (``kappa'`` would only reweight it).
 
+``split={"base": b}`` (dimension splitting, ``digits.py``) runs the same path on ``m`` base-``b``
+digits per token: ``dim = b`` coordinates per state position, ``L m`` positions, the denoiser reading
+each token's ``m b`` coordinates at one position (``denoise``).
+
 Training times are drawn so that ``s`` lies in ``[0, 1 - t_eps]``. The x1-prediction field carries
 ``1 / (1 - s)``, so the FM loss weighs an error near data by ``1 / (1 - s)^2``; its default ``t_eps``
 is therefore larger (0.05: with 1e-3 a tiny model needs several times more steps to fit a fixed
@@ -31,6 +35,8 @@ from torch import Tensor
 from simplexdiff.errors import ConfigError
 from simplexdiff.geometry import dirichlet_ones, one_hot, project_to_simplex
 from simplexdiff.paths.base import Denoiser, LossOutput, Path, cross_entropy
+from simplexdiff.paths.digits import DigitCode
+from simplexdiff.paths.discrete import categorical
 from simplexdiff.paths.schedules import SCHEDULES
 
 OBJECTIVES = ("ce", "fm")
@@ -46,6 +52,7 @@ class ContinuousPath(Path):
         objective: str = "ce",
         t_eps: float | None = None,
         schedule: str = "loglinear",
+        split: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(vocab_size)
         if objective not in OBJECTIVES:
@@ -58,6 +65,14 @@ class ContinuousPath(Path):
         self.schedule_name = schedule
         self.schedule = SCHEDULES.build(schedule)
         self._t_max = self.schedule.inverse(1 - self.t_eps)
+        self.digits: DigitCode | None = None
+        if split is not None:
+            split = dict(split)
+            if set(split) != {"base"}:
+                raise ConfigError(f"split takes one option, base (e.g. {{base: 16}}), got {split}")
+            self.digits = DigitCode(self.vocab_size, split["base"])
+        self.dim = self.digits.base if self.digits else self.vocab_size
+        """The dimension of each position's simplex: ``V``, or the digit base when split."""
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -65,7 +80,41 @@ class ContinuousPath(Path):
             "objective": self.objective,
             "t_eps": self.t_eps,
             "schedule": self.schedule_name,
+            **({"split": {"base": self.digits.base}} if self.digits else {}),
         }
+
+    # --- dimension splitting (digits.py): a token is m positions of the state ------------------
+    @property
+    def model_vocab_size(self) -> int:  # type: ignore[override]
+        """The denoiser's input and output width per token: ``V``, or ``m b`` when split."""
+        return self.digits.m * self.digits.base if self.digits else self.vocab_size
+
+    def positions(self, length: int) -> int:
+        """State positions for ``length`` tokens (``m`` per token when split)."""
+        return length * self.digits.m if self.digits else length
+
+    def denoise(self, denoiser: Denoiser, state: Tensor, t: Tensor) -> Tensor:
+        """Logits laid out like the state: split, the denoiser reads and predicts each token's
+        ``m`` digits as ``m b`` coordinates of one position. The denoiser reads float32 (the
+        likelihood bound's float64 states are cast after the chart map)."""
+        inputs = self.model_input(state).float()
+        if self.digits is None:
+            return denoiser(inputs, t)
+        width = self.model_vocab_size
+        logits = denoiser(inputs.reshape(*inputs.shape[:-2], -1, width), t)
+        return logits.reshape(*inputs.shape)
+
+    def _one_hot(self, ids: Tensor) -> Tensor:
+        """One-hot vertices of ``ids`` ``[B, L]``: ``[B, L, V]``, or of their digits, ``[B, L m, b]``."""
+        return one_hot(self.digits.to_digits(ids) if self.digits else ids, self.dim)
+
+    def tokens(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids ``[B, L]`` from per-position log-probabilities ``[B, L', dim]`` and where the
+        best digit string was not a token (``best_valid``; never, unsplit)."""
+        if self.digits is None:
+            ids = log_probs.argmax(-1)
+            return ids, torch.zeros_like(ids, dtype=torch.bool)
+        return self.digits.best_valid(log_probs)
 
     # --- geometry each path supplies ---------------------------------------------------------
     @abstractmethod
@@ -136,13 +185,15 @@ class ContinuousPath(Path):
         x0 = self.prior(*x1.shape, generator=generator, device=x1.device)
         s = self.schedule(t)[:, None]
         xt, ut = self.interpolate(x0, self.vertex(x1), s)
-        logits = denoiser(self.model_input(xt), t)
-        ce = cross_entropy(logits, x1)
+        logits = self.denoise(denoiser, xt, t)
+        targets = self.digits.to_digits(x1) if self.digits else x1
+        ce = cross_entropy(logits, targets)  # per digit when split
+        x1_ce = ce.detach() * (self.digits.m if self.digits else 1)  # nats per token
         if self.objective == "ce":
-            return LossOutput(ce, {"x1_ce": ce.detach()})
+            return LossOutput(ce, {"x1_ce": x1_ce})
         v = self.velocity(xt, logits, s)
         fm = self.sq_norm(v - ut).mean()
-        return LossOutput(fm, {"x1_ce": ce.detach(), "fm_mse": fm.detach()})
+        return LossOutput(fm, {"x1_ce": x1_ce, "fm_mse": fm.detach()})
 
     # --- sampling ----------------------------------------------------------------------------
     def velocity(self, state: Tensor, logits: Tensor, s: Tensor) -> Tensor:
@@ -158,13 +209,33 @@ class ContinuousPath(Path):
         return self.move(state, self.velocity(state, logits, s), s_next - s)
 
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
+        if self.digits is not None:
+            fixed = fixed.repeat_interleave(self.digits.m, -1)
         return torch.where(fixed[..., None], self.vertex(ids).to(state.dtype), state)
 
     def decode(self, state: Tensor) -> Tensor:
-        return state.argmax(-1)
+        return self.read(state)[0]
 
-    def _one_hot(self, ids: Tensor) -> Tensor:
-        return one_hot(ids, self.vocab_size)
+    def read(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The token nearest the final state, each position's largest coordinate (split: the most
+        probable valid digit string, reading the state as digit probabilities), and where the
+        best string was no token."""
+        if self.digits is None:
+            return self.tokens(state)
+        return self.tokens(self.model_input(state).double().clamp_min(1e-300).log())
+
+    def draw(
+        self, logits: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Tokens drawn from the prediction ``softmax(logits)`` and where the draw was no token
+        (split: a digit string ``>= V``, replaced by the most probable valid one)."""
+        log_probs = torch.log_softmax(logits.double(), -1)
+        drawn = categorical(log_probs.exp(), generator)
+        if self.digits is None:
+            return drawn, torch.zeros_like(drawn, dtype=torch.bool)
+        ids = self.digits.to_ids(drawn)
+        invalid = ids >= self.vocab_size
+        return torch.where(invalid, self.tokens(log_probs)[0], ids), invalid
 
 
 FLOW_BOUND = "dequantized_flow_bound"
@@ -201,11 +272,11 @@ class FlatSimplexPath(ContinuousPath):
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        return dirichlet_ones((batch, length, self.vocab_size), generator, device)
+        return dirichlet_ones((batch, self.positions(length), self.dim), generator, device)
 
     def prior_log_density(self, state: Tensor) -> Tensor:
         """``Dir(1)``: ``(V - 1)!`` with respect to Lebesgue measure on ``V - 1`` coordinates."""
-        return torch.full_like(state[..., 0], math.lgamma(self.vocab_size))
+        return torch.full_like(state[..., 0], math.lgamma(self.dim))
 
     def move(self, state: Tensor, velocity: Tensor, h: Tensor | float) -> Tensor:
         return project_to_simplex(self.exp(state, velocity, h))

@@ -219,8 +219,9 @@ class DirichletPath(FlatSimplexPath):
         t_eps: float | None = None,
         schedule: str = "loglinear",
         alpha_max: float = DEFAULT_ALPHA_MAX,
+        split: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(vocab_size, objective, t_eps, schedule)
+        super().__init__(vocab_size, objective, t_eps, schedule, split)
         if not 0 < alpha_max < math.inf:
             raise ConfigError(f"alpha_max must be positive and finite, got {alpha_max}")
         self.alpha_max = float(alpha_max)
@@ -248,7 +249,7 @@ class DirichletPath(FlatSimplexPath):
         a log x_k`` with respect to the reference of ``prior_log_density`` (``Dir(1)`` is
         ``lgamma(V)``); ``-inf`` off the simplex."""
         a = self.alpha(torch.as_tensor(s, dtype=state.dtype, device=state.device))[..., None]
-        v = self.vocab_size
+        v = self.dim
         log_p = torch.lgamma(v + a) - torch.lgamma(1 + a) + torch.special.xlogy(a, state)
         inside = (state >= -16 * torch.finfo(state.dtype).eps).all(-1, keepdim=True)
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
@@ -257,17 +258,17 @@ class DirichletPath(FlatSimplexPath):
         """``x0 ~ Dir(1)`` carried by the conditional flow to ``Dir(1 + alpha(t) e_k)``."""
         x = x0.detach().to("cpu", torch.float64).numpy()
         k = x1.argmax(-1).cpu().numpy()[..., None]
-        on_k = np.arange(self.vocab_size) == k
+        on_k = np.arange(self.dim) == k
         total = x.sum(-1)
         y0 = np.take_along_axis(x, k, -1)[..., 0] / total
         rest = np.where(on_k, 0.0, x)
         r0 = rest.sum(-1) / total
         a = self._alpha_np(t, y0.shape)
-        y, r = transport(y0, r0, a, self.vocab_size - 1)
+        y, r = transport(y0, r0, a, self.dim - 1)
         # other coordinates keep their proportions; r0 = 0 only at the vertex, where r = 0 too
         scale = np.divide(r, r0 * total, out=np.zeros_like(r), where=r0 > 0)
         xt = np.where(on_k, y[..., None], rest * scale[..., None])
-        c = flow_factor(y, a, self.vocab_size - 1)
+        c = flow_factor(y, a, self.dim - 1)
         rate = self.alpha_rate(torch.as_tensor(t).to("cpu", torch.float64)).numpy()
         ut = (np.broadcast_to(rate, c.shape) * c)[..., None] * (on_k - xt)
         return self._back(xt, x0), self._back(ut, x0)
@@ -290,15 +291,15 @@ class DirichletPath(FlatSimplexPath):
         differentiate = y.requires_grad and torch.is_grad_enabled()  # the bound's divergence
         if differentiate or len(times) * TABLE_NODES >= y.numel():
             a = self.alpha(t.to(torch.float64))[..., None].expand(y.shape)
-            return _FlowFactor.apply(y.to(torch.float64), a, self.vocab_size - 1).to(dtype)
+            return _FlowFactor.apply(y.to(torch.float64), a, self.dim - 1).to(dtype)
         y = y.detach().to(dtype)
         alphas = self.alpha(times.to("cpu", torch.float64)).tolist()
         if len(times) == 1:
-            return tabulated_flow_factor(y, alphas[0], self.vocab_size - 1)
+            return tabulated_flow_factor(y, alphas[0], self.dim - 1)
         out = torch.empty_like(y)
         for time, a in zip(times, alphas, strict=True):
             rows = t == time
-            out[rows] = tabulated_flow_factor(y[rows], a, self.vocab_size - 1)
+            out[rows] = tabulated_flow_factor(y[rows], a, self.dim - 1)
         return out
 
     @staticmethod

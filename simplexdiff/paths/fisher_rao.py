@@ -42,7 +42,7 @@ class FisherRao(ContinuousPath):
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        return uniform_orthant((batch, length, self.vocab_size), generator, device)
+        return uniform_orthant((batch, self.positions(length), self.dim), generator, device)
 
     def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         return geodesic(x0, x1, t), geodesic_velocity(x0, x1, t)
@@ -62,7 +62,7 @@ class FisherRao(ContinuousPath):
     def prior_log_density(self, state: Tensor) -> Tensor:
         """Uniform on the positive orthant of ``S^{V-1}``: ``2^V / |S^{V-1}|`` with respect to the
         round sphere's area, ``|S^{V-1}| = 2 pi^{V/2} / Gamma(V/2)``."""
-        return torch.full_like(state[..., 0], _log_orthant_density(self.vocab_size))
+        return torch.full_like(state[..., 0], _log_orthant_density(self.dim))
 
     def log_conditional(self, state: Tensor, s: Tensor) -> Tensor:
         """``x_s = geodesic(x0, e_k, s)`` contracts the geodesic polar angle about ``e_k`` by
@@ -77,11 +77,7 @@ class FisherRao(ContinuousPath):
         inside = (theta <= (1 - s) * (torch.pi / 2)) & (state >= 0).all(-1, keepdim=True)
         a = 1 / (1 - s)
         ratio = sin_ratio(a, torch.where(inside, theta, torch.zeros_like(theta)))  # finite always
-        log_p = (
-            _log_orthant_density(self.vocab_size)
-            + (self.vocab_size - 2) * torch.log(ratio)
-            + torch.log(a)
-        )
+        log_p = _log_orthant_density(self.dim) + (self.dim - 2) * torch.log(ratio) + torch.log(a)
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
 
     def transport(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:

@@ -31,6 +31,6 @@ class LinearSimplex(FlatSimplexPath):
         s = torch.as_tensor(s, dtype=state.dtype, device=state.device)[..., None]
         tol = 16 * torch.finfo(state.dtype).eps  # x_k = (1 - s) x0_k + s rounds just below s
         inside = (state >= s - tol) & (state >= -tol).all(-1, keepdim=True)
-        log_p = math.lgamma(self.vocab_size) - (self.vocab_size - 1) * torch.log1p(-s)
+        log_p = math.lgamma(self.dim) - (self.dim - 1) * torch.log1p(-s)
         log_p = log_p.expand_as(state)
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))

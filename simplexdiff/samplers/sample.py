@@ -24,7 +24,6 @@ from torch import Tensor
 
 from simplexdiff.errors import ConfigError, SamplingError
 from simplexdiff.paths.base import Denoiser, Path
-from simplexdiff.paths.discrete import categorical
 from simplexdiff.samplers.base import SAMPLERS, Sampler, StepContext
 from simplexdiff.samplers.logits import check_shaping, shape_logits
 
@@ -36,6 +35,7 @@ class SampleOutput:
     tokens: Tensor  # LongTensor [num_samples, length]
     nfe: int  # number of denoiser calls
     trajectory: list[Tensor] | None = None  # the state before the first and after every step
+    invalid_tokens: int = 0  # split continuous paths: decoded digit strings that spelled no token
 
 
 class Predictor:
@@ -52,7 +52,7 @@ class Predictor:
         if self.cache and self.last_state is not None and torch.equal(state, self.last_state):
             return self.last_logits  # type: ignore[return-value]
         times = torch.as_tensor(t, device=state.device, dtype=torch.float32).expand(state.shape[0])
-        raw = self.denoiser(self.path.model_input(state), times)
+        raw = self.path.denoise(self.denoiser, state, times)
         if not torch.isfinite(raw).all():
             raise SamplingError(
                 f"the denoiser returned non-finite logits (NaN or inf) at t = {float(t):.4g}: "
@@ -213,8 +213,13 @@ def sample(
         state = path.clamp(chosen.step(ctx, state), fixed, fixed_ids)
         if trajectory is not None:
             trajectory.append(state)
-    tokens = path.decode(state)
-    if decode == "sample" and path.family == "continuous" and predict.last_logits is not None:
-        drawn = categorical(torch.softmax(predict.last_logits.double(), -1), generator)
-        tokens = torch.where(fixed, fixed_ids, drawn)
-    return SampleOutput(tokens=tokens, nfe=predict.calls, trajectory=trajectory)
+    invalid = torch.zeros_like(fixed)
+    if path.family != "continuous":
+        tokens = path.decode(state)
+    elif decode == "sample" and predict.last_logits is not None:
+        tokens, invalid = path.draw(predict.last_logits, generator)  # type: ignore[attr-defined]
+    else:
+        tokens, invalid = path.read(state)  # type: ignore[attr-defined]
+    tokens = torch.where(fixed, fixed_ids, tokens)
+    invalid = int((invalid & ~fixed).sum())
+    return SampleOutput(tokens, predict.calls, trajectory, invalid_tokens=invalid)
