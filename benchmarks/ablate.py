@@ -317,7 +317,10 @@ def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
     # strict JSON: an unavailable (infinite) bound is null
     save = lambda: out.write_text(json.dumps(finite_or_null(report), indent=1))  # noqa: E731
     save()
-    data = {json.dumps(dict(row_cfg(proto, n, r, 0, "x").data)) for n, r in proto.rows.items()}
+    data = {
+        json.dumps(OmegaConf.to_container(row_cfg(proto, n, r, 0, "x").data))
+        for n, r in proto.rows.items()
+    }
     for spec in data:  # warm each data cache once, before the workers read it
         sd.data.TextDataModule(**json.loads(spec)).split("train")
     start = time.perf_counter()

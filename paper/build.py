@@ -34,6 +34,8 @@ FILES = {  # key -> file under the results folder
     "gpu": "gpu_text8.json",
     "sweep": "text8_sampler_sweep.json",
     "throughput": "throughput.json",
+    "shake": "cpu_shakespeare.json",
+    "vocab_scaling": "vocab_scaling.json",
 }
 QUALITY = ("unigram_entropy", "word_validity")  # sample metrics shown beside ref-AR bits/char
 
@@ -407,6 +409,31 @@ def throughput(d: dict[str, dict | None]) -> str:
     )
 
 
+def per_byte(d: dict[str, dict | None], out: Path) -> str:
+    """The Tiny Shakespeare protocol: its curves and frontier, then every row in bits per byte."""
+    rep = d["shake"]
+    if rep is None:
+        return missing("shake", "the protocol `benchmarks/protocols/cpu_shakespeare.yaml`")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ablate_report import per_byte as per_byte_lines
+
+    lines = per_byte_lines(rep)
+    return ablation("shake", d, out) + "\n\n" + "\n".join(lines[1:])
+
+
+def vocab_scaling(d: dict[str, dict | None], out: Path) -> str:
+    rep = d["vocab_scaling"]
+    if rep is None:
+        return missing("vocab_scaling", "`benchmarks/vocab_scaling.py`")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from vocab_scaling import figure, markdown
+
+    body = markdown(rep).split("\n", 2)[2]  # without its title
+    body = body.replace("\n## ", "\n#### ")
+    figure(rep, out / "fig_vocab_scaling.png")
+    return f"Machine: {rep['machine']}.\n\n{body.strip()}\n\n![Vocabulary scaling](fig_vocab_scaling.png)"
+
+
 def provenance(results: Path) -> str:
     rows = []
     for name in FILES.values():
@@ -452,6 +479,8 @@ def build(out: Path, results: Path) -> None:
         "gpu_text8": ablation("gpu", d, out),
         "sampler_sweep": sampler_sweep(d, out),
         "throughput": throughput(d),
+        "shakespeare": per_byte(d, out),
+        "vocab_scaling": vocab_scaling(d, out),
         "provenance": provenance(results),
     }
     text = fill(TEMPLATE.read_text(encoding="utf-8"), parts)

@@ -254,3 +254,18 @@ def test_a_checkpoint_scores_new_text_without_its_corpus(tmp_path):
         loaded.tokenizer.decode(ids[0]).encode()
     )
     assert not cache.exists()
+
+
+def test_reference_bits_per_char_under_a_bpe_model(bpe):
+    """Samples of several lengths in BPE tokens are scored per token length, and the total is
+    reported per character scored."""
+    ar = tiny_lm("ar", bpe, seq_len=12).eval()
+    texts = ["the king is dead", "zqxj vvkk", "and so to bed!!"]
+    ids = [bpe.encode_tensor(t) for t in texts]
+    assert len({len(i) for i in ids}) > 1 and max(len(i) for i in ids) <= 12
+    out = sd.eval.reference_bpc(texts, ar)
+    nats = sum(
+        sd.eval.likelihood(ar, i[None])["nats_per_token"] * len(i) for i in ids
+    )  # one sequence at a time
+    assert out["num_chars"] == sum(map(len, texts)) and out["num_tokens"] == sum(map(len, ids))
+    assert out["bpc"] == pytest.approx(nats / out["num_chars"] / math.log(2), rel=1e-9)

@@ -212,36 +212,52 @@ def reference_bpc(
     samples: str | Iterable[str], reference: DiffusionLM, batch_size: int = 64
 ) -> dict[str, Any]:
     """Bits per char of the samples under an autoregressive ``reference`` (a ``DiffusionLM`` with
-    the ``ar`` path and a tokenizer): ``sd.eval.likelihood``'s exact NLL of the encoded samples.
+    the ``ar`` path and a tokenizer): ``sd.eval.likelihood``'s exact NLL of the encoded samples,
+    its total over the characters scored.
 
-    Samples of one length are scored together (per-sequence means, as ``likelihood`` reports them);
-    several lengths are scored per length and combined weighted by tokens. Returns
-    ``{"bpc", "bpc_stderr", "num_tokens", "num_sequences"}`` (``bpc_stderr`` only for one length).
+    Samples are encoded with the reference's tokenizer (cut to its ``max_len`` tokens; the
+    characters of the cut text are the ones counted); samples of one token length are scored
+    together, several lengths per length, and the totals combined. Returns ``{"bpc",
+    "bpc_stderr", "num_tokens", "num_chars", "num_sequences"}``; ``bpc_stderr`` (one token length
+    only) is likelihood's per-token error scaled by tokens per char. With a char tokenizer these
+    are exactly likelihood's numbers.
     """
     if reference.path.family != "autoregressive":
         raise ConfigError(
             f"the reference model must be autoregressive (path 'ar'), got "
             f"{reference.path.registry_name!r}"
         )
-    if reference.tokenizer is None:
+    tokenizer = reference.tokenizer
+    if tokenizer is None:
         raise ConfigError("the reference model carries no tokenizer to encode samples with")
     texts = [t for t in _texts(samples) if t]
     if not texts:
         raise ConfigError("no non-empty samples to score")
+    max_len = getattr(reference.model, "max_len", None)
     by_length: dict[int, list[torch.Tensor]] = {}
+    chars = 0
     for t in texts:
-        by_length.setdefault(len(t), []).append(reference.tokenizer.encode_tensor(t))
+        ids = tokenizer.encode_tensor(t)[:max_len]
+        chars += len(t) if len(ids) == len(tokenizer.encode(t)) else len(tokenizer.decode(ids))
+        by_length.setdefault(len(ids), []).append(ids)
     results = [
         likelihood(reference, torch.stack(rows), batch_size=batch_size)
         for rows in by_length.values()
+        if rows[0].numel()
     ]
     tokens = sum(r["num_tokens"] for r in results)
-    if len(results) == 1:  # exactly likelihood's numbers
-        bpc, stderr = results[0]["bpc"], results[0]["bpc_stderr"]
-    else:
-        bpc = sum(r["nats_per_token"] * r["num_tokens"] for r in results) / tokens / math.log(2)
-        stderr = float("nan")
-    return {"bpc": bpc, "bpc_stderr": stderr, "num_tokens": tokens, "num_sequences": len(texts)}
+    nats = sum(r["nats_per_token"] * r["num_tokens"] for r in results)
+    bpc = nats / chars / math.log(2)
+    if len(results) == 1 and tokens == chars:  # exactly likelihood's numbers
+        bpc = results[0]["bpc"]
+    stderr = results[0]["bpc_stderr"] * tokens / chars if len(results) == 1 else float("nan")
+    return {
+        "bpc": bpc,
+        "bpc_stderr": stderr,
+        "num_tokens": tokens,
+        "num_chars": chars,
+        "num_sequences": len(texts),
+    }
 
 
 # --- everything ------------------------------------------------------------------------------------
