@@ -54,7 +54,8 @@ def markdown(report: dict) -> str:
         f"training each, {proto['jobs']} at a time on {proto['device']}; overrides for all: "
         f"`{' '.join(proto['overrides']) or '-'}`. Bound on the first {proto['eval']['sequences']} "
         f"{proto['eval']['split']} chunks (num_t {proto['eval']['num_t']}, ODE steps "
-        f"{proto['eval']['ode_steps']}), bits/char ± 1 s.e. (step in brackets).",
+        f"{proto['eval']['ode_steps']}), bits/token (bits/char for a char tokenizer) ± 1 s.e. "
+        "(step in brackets).",
         "",
     ]
     points = [f"{p:g} s" for p in proto["points"]]
@@ -114,7 +115,9 @@ def per_byte(report: dict) -> list[str]:
         p = r["points"][-1]
 
         def cell(value, err):
-            return "inf (ODE left support)" if value is None else f"{value:.3f} ± {err:.3f}"
+            if value is None or not math.isfinite(value):
+                return "inf (ODE left support)"
+            return f"{value:.3f} ± {err:.3f}"
 
         lines.append(
             f"| {r['row']} | {r['seed']} | {r.get('tokenizer')} ({r.get('vocab_size')}) | "

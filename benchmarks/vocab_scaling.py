@@ -162,6 +162,9 @@ def markdown(report: dict) -> str:
                 f"| {name} | {r['step_s'] / ref['step_s']:.2f}x | "
                 f"{r['extra_mb'] / ref['extra_mb']:.2f}x |"
             )
+    failed = [f"- {label(r)}, V = {r['vocab']:,}: {r['failed']}" for r in rows if "failed" in r]
+    if failed:
+        out += ["", "Failed rows:", "", *failed]
     return "\n".join(out) + "\n"
 
 

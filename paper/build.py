@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -56,6 +57,8 @@ def bpc(value: float | None, err: float | None = None) -> str:
     """Bits/char with 3 decimals (``± s.e.`` when given); "not evaluated" when absent."""
     if value is None:
         return "not evaluated"
+    if not math.isfinite(value):
+        return "inf (ODE left support)"
     return f"{value:.3f}" if err is None else f"{value:.3f} ± {err:.3f}"
 
 
@@ -292,7 +295,8 @@ def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
         f"{pr['budget_seconds']:g} s of training each, {pr['jobs']} at a time on {pr['device']}; "
         f"overrides for all rows: `{' '.join(pr['overrides']) or '-'}`. Bound on the first "
         f"{ev['sequences']} {ev['split']} chunks (num_t {ev['num_t']}, ODE steps "
-        f"{ev['ode_steps']}) at every curve point, bits/char ± 1 s.e. (step in brackets)."
+        f"{ev['ode_steps']}) at every curve point, bits/token (bits/char for a char tokenizer) "
+        "± 1 s.e. (step in brackets)."
     )
     lines = curves(rep)
     bounds = {r["row"]: r["points"][-1].get("bound", "-") for r in rep["runs"].values()}
