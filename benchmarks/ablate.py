@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,7 +43,7 @@ import torch
 from ablate_report import write_tables
 from omegaconf import OmegaConf
 from sampler_sweep import samplers_for
-from workers import pinned_pool
+from workers import pinned_pool, source_commit
 
 import simplexdiff as sd
 from simplexdiff.cli import build, finite_or_null, machine, make_trainer
@@ -276,20 +275,7 @@ def pool(proto: Protocol) -> ProcessPoolExecutor:
 def provenance(proto: Protocol) -> dict:
     import lightning
 
-    commit = os.environ.get("SIMPLEXDIFF_COMMIT")
-    if not commit:
-        try:
-            commit = subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-            commit += "+dirty" if dirty else ""
-        except (OSError, subprocess.CalledProcessError):
-            commit = "unknown"
+    commit = source_commit()
     saved = torch.get_num_threads()
     if proto.device == "cpu":
         torch.set_num_threads(1)  # as in every worker: machine() names it

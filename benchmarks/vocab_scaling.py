@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     from simplexdiff.cli import machine
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from workers import source_commit
+
     jobs = []
     for vocab in args.vocab:
         for name in args.paths:
@@ -238,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": args.threads,
+        "commit": source_commit(),
         "protocol": (
             f"A training step (loss, backward, AdamW) on DiT d256 x 4 layers x 4 heads (causal for "
             f"AR), batch {args.batch} x {args.seq} tokens, {args.threads} thread(s); median of "

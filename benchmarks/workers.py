@@ -4,6 +4,7 @@ concurrent runs get the same compute (DESIGN, section 7: equal compute in one ru
 from __future__ import annotations
 
 import os
+import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -26,3 +27,23 @@ def pinned_pool(jobs: int) -> ProcessPoolExecutor:
     for i in range(jobs):
         cores.put(allowed[i % len(allowed)])
     return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_pin, initargs=(cores,))
+
+
+def source_commit() -> str:
+    """The git commit results are measured at (``+dirty`` with uncommitted changes to tracked
+    files); ``SIMPLEXDIFF_COMMIT`` where the tree is no git checkout (the GPU machine)."""
+    commit = os.environ.get("SIMPLEXDIFF_COMMIT")
+    if commit:
+        return commit
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
