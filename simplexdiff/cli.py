@@ -258,6 +258,15 @@ def sample_command(args: argparse.Namespace) -> None:
     if lm.tokenizer is None:
         raise CheckpointError(f"{args.checkpoint} carries no tokenizer to decode with")
     prompt = lm.tokenizer.encode_tensor(args.prompt) if args.prompt else None
+    options = {}
+    if args.until_eos:
+        if lm.tokenizer.eos_id is None:
+            raise ConfigError(
+                f"--until-eos: {args.checkpoint}'s tokenizer has no end-of-document symbol "
+                "(trained on a single document)"
+            )
+        if (args.sampler or lm.path.default_sampler) == "semi_ar":
+            options["eos_id"] = lm.tokenizer.eos_id
     gen = torch.Generator().manual_seed(args.seed)
     ids = lm.generate(
         args.num,
@@ -269,8 +278,9 @@ def sample_command(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        **options,
     )
-    for text in lm.tokenizer.decode(ids):
+    for text in lm.tokenizer.decode(ids, until_eos=args.until_eos):
         print(text)
 
 
@@ -554,6 +564,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--until-eos",
+        action="store_true",
+        help="print each text up to its first end-of-document symbol; semi_ar stops there",
+    )
     return p
 
 

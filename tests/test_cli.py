@@ -84,6 +84,8 @@ def test_train_then_sample(tmp_path, corpus, capsys, monkeypatch):
     assert code == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("the") and len(line) == 10 for line in lines)
+    code, out, err = run_cli(["sample", ckpt, "--num", "1", "--until-eos"], capsys)
+    assert code == 2 and "tokenizer has no end-of-document symbol" in err  # one document
     # a second run goes to a new folder: earlier checkpoints are never overwritten
     train_tiny(tmp_path, corpus, capsys, "trainer.max_steps=2")
     assert (tmp_path / "runs" / "version_1" / "final.ckpt").exists() and ckpt.exists()

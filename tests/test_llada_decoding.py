@@ -156,3 +156,35 @@ def test_temperature_zero_is_greedy_for_every_sampler(sampler):
             out = sample(fixed, path, 3, 8, 8, sampler, temperature=0.0,
                          generator=torch.Generator().manual_seed(seed), **opts)  # fmt: skip
             assert torch.equal(out.tokens, logits.argmax(-1).expand(3, -1)), (sampler, name)
+
+
+def test_semi_ar_stops_at_eos_and_decoding_cuts_there():
+    """A denoiser sure of token 1 everywhere but of EOS at one position of the first block: with
+    ``eos_id`` the later blocks become EOS without a denoiser call; without, every step calls."""
+    tok = sd.data.CharTokenizer("abcde", [sd.data.EOS])  # ids 0-4, EOS 5: V = 6
+    path = sd.paths.build("masked", vocab_size=V)
+    prompt, gen, block, eos_at = [0, 2, 4], 24, 8, 3 + 5
+    logits = torch.full((3 + gen, V), -4.0)
+    logits[:, 1] = 4.0
+    logits[eos_at] = -4.0
+    logits[eos_at, tok.eos_id] = 4.0
+
+    def denoiser(ids, t):
+        return logits.expand(len(ids), -1, -1)
+
+    def run(**options):
+        return sample(
+            denoiser, path, 2, 3 + gen, 24, "semi_ar", prompt=torch.tensor(prompt),
+            temperature=0.0, block_length=block, **options,
+        )  # fmt: skip
+
+    plain, stopped = run(), run(eos_id=tok.eos_id)
+    assert plain.nfe == 24 and stopped.nfe == 8  # one block of 8 steps, then nothing to do
+    assert torch.equal(plain.tokens[:, : eos_at + 1], stopped.tokens[:, : eos_at + 1])
+    # the EOS's own block is finished as usual (LLaDA does not stop inside a block); every later
+    # position is EOS
+    assert (stopped.tokens[:, eos_at + 1 : 3 + block] == 1).all()
+    assert (stopped.tokens[:, 3 + block :] == tok.eos_id).all()
+    assert (plain.tokens[:, eos_at + 1 :] == 1).all()
+    assert tok.decode(stopped.tokens, until_eos=True) == ["aceb" + "b" * 4] * 2
+    assert tok.decode(plain.tokens[0]).endswith(sd.data.EOS + "b" * (gen - 6))

@@ -94,12 +94,15 @@ class Tokenizer(ABC):
                 parts.append(eos)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def decode(self, ids: Tensor | np.ndarray | list) -> str | list[str]:
+    def decode(self, ids: Tensor | np.ndarray | list, until_eos: bool = False) -> str | list[str]:
         """Text of a 1-D id sequence, or a list of texts for a 2-D batch; special symbols are
-        written out (``"<|endoftext|>"``), invalid UTF-8 as U+FFFD."""
+        written out (``"<|endoftext|>"``), invalid UTF-8 as U+FFFD. ``until_eos``: each text
+        ends before its first EOS (a generated response and the EOS padding after it)."""
         arr = np.asarray(ids.cpu() if isinstance(ids, Tensor) else ids)
         if arr.ndim == 2:
-            return [self.decode(row) for row in arr]
+            return [self.decode(row, until_eos) for row in arr]
+        if until_eos and self.eos_id is not None and (arr == self.eos_id).any():
+            arr = arr[: int(np.argmax(arr == self.eos_id))]
         if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
             bad = int(arr[(arr < 0) | (arr >= self.vocab_size)][0])
             raise DataError(f"token id {bad} is out of range for vocab size {self.vocab_size}")

@@ -94,12 +94,16 @@ def remask(ctx: StepContext, state: Tensor) -> Tensor:
     )
 
 
-@register("semi_ar", applies_to=("masked",), block_length=32, rank_by="model")
+@register("semi_ar", applies_to=("masked",), block_length=32, rank_by="model", eos_id=None)
 def semi_ar(ctx: StepContext, state: Tensor) -> Tensor:
     """Blocks of ``block_length`` positions counted from each row's first generated position
     (right after its prompt, as LLaDA's ``generate``), left to right, each decoded by ``remask``
     in an equal share of the steps (``steps`` must be a multiple of the number of blocks of the
-    longest generated span; a shorter row's last blocks are empty)."""
+    longest generated span; a shorter row's last blocks are empty).
+
+    With ``eos_id`` (the tokenizer's end-of-document id) generation stops at EOS: a row that
+    generated an EOS in a finished block has the rest of its positions set to EOS, and once every
+    row has stopped the denoiser is not called again (fewer denoiser calls than steps)."""
     length = state.shape[-1]
     block = int(ctx.options["block_length"])
     if block < 1:
@@ -117,6 +121,10 @@ def semi_ar(ctx: StepContext, state: Tensor) -> Tensor:
     per_block = ctx.steps // blocks
     first = start[:, None] + (ctx.index // per_block) * block
     pos = torch.arange(length, device=state.device)
+    eos = ctx.options.get("eos_id")
+    if eos is not None:  # rows that ended in a finished block: EOS to the end
+        done = ((state == int(eos)) & ctx.free & (pos < first)).any(-1, keepdim=True)
+        state = torch.where(done & _masked(ctx, state), int(eos), state)
     open_ = _masked(ctx, state) & (pos >= first) & (pos < first + block)
     if not open_.any():
         return state
