@@ -213,7 +213,7 @@ def test_bits_per_byte_is_bits_per_char_times_chars_per_byte(tmp_path, cache_dir
     )
     val = trainer.validate(lm, datamodule=dm, verbose=False)[0]
     scored = dm.split("validation")[:16]
-    ratio = scored.numel() / int(dm.bytes_per_chunk("validation")[:16].sum())
+    ratio = scored.numel() / int(dm.tokenizer.count_bytes(scored).sum())
     assert val["val/bpb"] == pytest.approx(val["val/bpc"] * ratio, rel=1e-5)
 
 

@@ -208,7 +208,6 @@ class TextDataModule(L.LightningDataModule):
         self._cache_dir_arg = cache_dir
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "simplexdiff")
         self._chunks: dict[str, Tensor] = {}
-        self._bytes: dict[str, Tensor] = {}
 
     def config(self) -> dict:
         """What rebuilds this data (``TextDataModule(**config)``), as checkpoints store it: the
@@ -270,9 +269,9 @@ class TextDataModule(L.LightningDataModule):
         every process of a run reads the same one)."""
         spec = self.tokenizer_spec
         texts = [t for t, _ in train]
-        key = json.dumps([spec, documents, tokenizers_version()], sort_keys=True)
         if (spec if isinstance(spec, str) else spec.get("name")) != "bpe":
             return fit_tokenizer(spec, texts, documents)
+        key = json.dumps([spec, documents, tokenizers_version()], sort_keys=True)
         digest = hashlib.sha256((corpus_digest.hexdigest() + key).encode()).hexdigest()[:16]
         config = self._cached(
             f"tokenizers/{digest}.json",
@@ -296,14 +295,6 @@ class TextDataModule(L.LightningDataModule):
         save(tmp, value)
         tmp.replace(file)
         return value
-
-    def bytes_per_chunk(self, name: str) -> Tensor:
-        """``[N]`` int64: UTF-8 bytes of each chunk of a split (``EOS`` counts 0), for bits per
-        byte."""
-        if name not in self._bytes:
-            table = torch.from_numpy(self.tokenizer.token_bytes())
-            self._bytes[name] = table[self.split(name)].sum(dim=1)
-        return self._bytes[name]
 
     def split(self, name: str) -> Tensor:
         """All chunks of a split as ``LongTensor [N, seq_len]``."""

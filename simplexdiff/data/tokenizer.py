@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,15 @@ class Tokenizer(ABC):
         """A content hash of ``config()`` (keys the tokenized-corpus cache)."""
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
 
+    def count_bytes(self, ids: Tensor) -> Tensor:
+        """UTF-8 bytes of the text of each row of ``ids`` ``[..., L]`` (``token_bytes`` summed over
+        the last axis; EOS counts 0), on the ids' device: bits per byte divide by it."""
+        return self._byte_table.to(ids.device)[ids].sum(-1)
+
+    @cached_property
+    def _byte_table(self) -> Tensor:
+        return torch.from_numpy(self.token_bytes())
+
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
         return [self.encode(t) for t in texts]
 
@@ -86,12 +96,10 @@ class Tokenizer(ABC):
             raise DataError(
                 "the tokenizer has no end-of-document symbol for a multi-document corpus"
             )
-        eos = np.array([self.eos_id if self.eos_id is not None else 0], dtype=np.int64)
+        eos = [np.array([self.eos_id], dtype=np.int64)] if self.eos_id is not None else []
         parts = []
         for (_, end), ids in zip(pieces, self.encode_many([t for t, _ in pieces]), strict=True):
-            parts.append(ids)
-            if end and self.eos_id is not None:
-                parts.append(eos)
+            parts += [ids, *eos] if end else [ids]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def decode(self, ids: Tensor | np.ndarray | list, until_eos: bool = False) -> str | list[str]:

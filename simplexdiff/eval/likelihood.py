@@ -21,7 +21,7 @@ model's expected per-token bound on data like ``tokens``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,9 @@ from simplexdiff.errors import ConfigError
 from simplexdiff.eval.flow_bound import flow_bound
 from simplexdiff.paths.base import Denoiser, Path
 from simplexdiff.paths.continuous import FLOW_BOUND
+
+if TYPE_CHECKING:
+    from simplexdiff.data.tokenizer import Tokenizer
 
 
 @torch.no_grad()
@@ -44,7 +47,7 @@ def likelihood(
     ode_steps: int = 32,
     divergence: str = "auto",
     probes: int = 1,
-    token_bytes: Tensor | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> dict[str, Any]:
     """Per-token likelihood bound of ``tokens`` (LongTensor ``[N, L]``).
 
@@ -57,9 +60,9 @@ def likelihood(
     ``probes`` set the continuous paths' bound and are ignored by the others.
 
     Bits per byte, ``"bpb"`` (``None`` without a tokenizer): the total bound of ``tokens`` over
-    the UTF-8 bytes of their text, ``token_bytes[tokens].sum()`` (``token_bytes``: bytes of each
-    id's text, by default the model's ``tokenizer.token_bytes()``); ``"bpb_stderr"`` is the
-    ratio estimator's standard error, ``"num_bytes"`` the byte count.
+    the UTF-8 bytes of their text, ``tokenizer.count_bytes(tokens)`` (``tokenizer`` defaults to
+    the model's); ``"bpb_stderr"`` is the ratio estimator's standard error, ``"num_bytes"`` the
+    byte count.
     """
     denoiser: Denoiser
     if path is None:
@@ -108,10 +111,9 @@ def likelihood(
     n = est.numel()
     nats = float(est.mean())
     stderr = float(est.std() / math.sqrt(n)) if n > 1 else float("nan")
-    tokenizer = getattr(model, "tokenizer", None)
-    if token_bytes is None and tokenizer is not None:
-        token_bytes = torch.from_numpy(tokenizer.token_bytes())
-    per_byte = _per_byte(est.double() * tokens.shape[1], token_bytes, tokens)
+    tokenizer = tokenizer or getattr(model, "tokenizer", None)
+    num_bytes = tokenizer.count_bytes(tokens) if tokenizer is not None else None
+    per_byte = _per_byte(est.double() * tokens.shape[1], num_bytes)
     return {
         "nats_per_token": nats,
         "bpc": nats / math.log(2),
@@ -126,15 +128,13 @@ def likelihood(
     }
 
 
-def _per_byte(nats: Tensor, token_bytes: Tensor | None, tokens: Tensor) -> dict[str, Any]:
-    """Bits per byte of per-sequence totals ``nats`` ``[N]``: ``sum(nats) / sum(bytes) / ln 2``
-    with the delta-method standard error of a ratio of means,
-    ``sqrt(var(nats - r bytes) / N) / mean(bytes)``."""
-    if token_bytes is None:
+def _per_byte(nats: Tensor, num_bytes: Tensor | None) -> dict[str, Any]:
+    """Bits per byte of per-sequence totals ``nats`` ``[N]`` over their bytes ``num_bytes``
+    ``[N]``: ``sum(nats) / sum(bytes) / ln 2`` with the delta-method standard error of a ratio of
+    means, ``sqrt(var(nats - r bytes) / N) / mean(bytes)``."""
+    if num_bytes is None:
         return {"bpb": None, "bpb_stderr": None, "num_bytes": None}
-    num_bytes = (
-        torch.as_tensor(token_bytes, device=tokens.device)[tokens].sum(1).double().to(nats.device)
-    )
+    num_bytes = num_bytes.double().to(nats.device)
     total = float(num_bytes.sum())
     if total == 0:
         return {"bpb": None, "bpb_stderr": None, "num_bytes": 0}

@@ -51,13 +51,10 @@ class BitsPerToken(_NatsPerToken):
         return self.nats_per_token() / math.log(2)
 
 
-class BitsPerByte(_NatsPerToken):
+class BitsPerByte(BitsPerToken):
     """Bits per UTF-8 byte of the text, ``sum(nats) / sum(bytes) / ln 2``: ``update(nats,
-    num_bytes)``. Tokenizers differ in how many bytes a token covers; bytes do not, so rows with
-    different tokenizers compare in this unit."""
-
-    def compute(self) -> Tensor:
-        return self.nats_per_token() / math.log(2)
+    num_bytes)``, the count being bytes instead of tokens. Tokenizers differ in how many bytes a
+    token covers; bytes do not, so rows with different tokenizers compare in this unit."""
 
 
 class Perplexity(_NatsPerToken):

@@ -237,13 +237,13 @@ def reference_bpc(
     by_length: dict[int, list[torch.Tensor]] = {}
     chars = 0
     for t in texts:
-        ids = tokenizer.encode_tensor(t)[:max_len]
-        chars += len(t) if len(ids) == len(tokenizer.encode(t)) else len(tokenizer.decode(ids))
+        whole = tokenizer.encode_tensor(t)
+        ids = whole[:max_len]
+        chars += len(t) if len(ids) == len(whole) else len(tokenizer.decode(ids))
         by_length.setdefault(len(ids), []).append(ids)
     results = [
         likelihood(reference, torch.stack(rows), batch_size=batch_size)
         for rows in by_length.values()
-        if rows[0].numel()
     ]
     tokens = sum(r["num_tokens"] for r in results)
     nats = sum(r["nats_per_token"] * r["num_tokens"] for r in results)

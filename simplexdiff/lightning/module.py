@@ -204,11 +204,7 @@ class DiffusionLM(L.LightningModule):
         with a tokenizer, bits per byte."""
         self.val_bpc.update(nats, batch.numel())
         if self.tokenizer is not None:
-            if self._token_bytes is None:
-                self._token_bytes = torch.from_numpy(self.tokenizer.token_bytes())
-            self.val_bpb.update(nats, self._token_bytes.to(batch.device)[batch].sum())
-
-    _token_bytes: Tensor | None = None
+            self.val_bpb.update(nats, self.tokenizer.count_bytes(batch).sum())
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val")
@@ -283,7 +279,6 @@ class DiffusionLM(L.LightningModule):
                     "different symbols)"
                 )
             self.tokenizer = self.tokenizer or tokenizer
-            self._token_bytes = None
 
     # --- sampling ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -51,8 +51,11 @@ class DigitCode:
 
     def to_ids(self, digits: Tensor) -> Tensor:
         """``[..., L m]`` digits -> ``[..., L]`` ids (``>= V`` for an invalid string)."""
-        grouped = digits.unflatten(-1, (-1, self.m))
-        return (grouped * self._powers.to(digits.device)).sum(-1)
+        return self._value(digits.unflatten(-1, (-1, self.m)))
+
+    def _value(self, grouped: Tensor) -> Tensor:
+        """``[..., m]`` digit groups -> ``[...]`` ids."""
+        return (grouped * self._powers.to(grouped.device)).sum(-1)
 
     def best_valid(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         """The most probable valid id under independent digit distributions ``log_probs``
@@ -76,6 +79,4 @@ class DigitCode:
         choice = scores.argmax(-1, keepdim=True)  # [..., L, 1]: j, or m for c itself
         j = torch.arange(self.m, device=lp.device)
         digits = torch.where(j < choice, last, torch.where(j == choice, lower_arg, free_arg))
-        ids = (digits * self._powers.to(lp.device)).sum(-1)
-        invalid = (free_arg * self._powers.to(lp.device)).sum(-1) >= self.vocab_size
-        return ids, invalid
+        return self._value(digits), self._value(free_arg) >= self.vocab_size
