@@ -3,10 +3,12 @@ concurrent runs get the same compute (DESIGN, section 7: equal compute in one ru
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 
 import torch
 
@@ -47,3 +49,75 @@ def source_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+BACKBONE = {"d_model": 128, "n_layers": 4, "n_heads": 4}
+"""The small backbone the conditional benchmarks (``instruct.py``, ``reversal.py``) train."""
+
+
+def budget_recipe(
+    family: str,
+    corpus: str | Path,
+    out_dir: str | Path,
+    budget_s: float,
+    seed: int,
+    seq_len: int,
+    overrides: tuple[str, ...] = (),
+):
+    """The recipe of one family of an equal-compute benchmark: the small ``BACKBONE`` (causal for
+    the autoregressive path), batch 64, and training that stops after ``budget_s`` seconds."""
+    from simplexdiff.recipe import load_recipe
+
+    minutes, seconds = divmod(int(budget_s), 60)
+    return load_recipe(
+        None,
+        [
+            f"seed={seed}",
+            f"out_dir={out_dir}",
+            f"data.corpus={corpus}",
+            f"data.seq_len={seq_len}",
+            "data.batch_size=64",
+            f"data.cache_dir={out_dir}/cache",
+            f"path.name={family}",
+            f"model.name={'causal' if family == 'ar' else 'dit'}",
+            *(f"model.{k}={v}" for k, v in BACKBONE.items()),
+            "optim.lr=1e-3",
+            "optim.warmup_steps=100",
+            "trainer.max_steps=1000000",
+            f"trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
+            "trainer.val_check_interval=100000",
+            "trainer.limit_val_batches=4",
+            "sample.num=4",
+            f"sample.length={seq_len}",
+            f"sample.steps={seq_len}",
+            *overrides,
+        ],
+    )
+
+
+def run_families(jobs: int, task, families, *args) -> list:
+    """``task(family, *args)`` for every family on a ``pinned_pool`` of ``jobs`` workers, in
+    order."""
+    with pinned_pool(jobs) as pool:
+        futures = [pool.submit(task, family, *args) for family in families]
+        return [f.result() for f in futures]
+
+
+def write_report(out: str | Path, report: dict, markdown) -> None:
+    """``report`` with its provenance (machine, versions, commit) as ``out.json``, and
+    ``markdown(report)`` as ``out.md`` (also printed)."""
+    import platform
+
+    from simplexdiff.cli import machine
+
+    report |= {
+        "machine": machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "commit": source_commit(),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))

@@ -37,6 +37,8 @@ FILES = {  # key -> file under the results folder
     "throughput": "throughput.json",
     "shake": "cpu_shakespeare.json",
     "vocab_scaling": "vocab_scaling.json",
+    "instruct": "instruct.json",
+    "reversal": "reversal.json",
 }
 QUALITY = ("unigram_entropy", "word_validity")  # sample metrics shown beside ref-AR bits/char
 
@@ -438,6 +440,20 @@ def vocab_scaling(d: dict[str, dict | None], out: Path) -> str:
     return f"Machine: {rep['machine']}.\n\n{body.strip()}\n\n![Vocabulary scaling](fig_vocab_scaling.png)"
 
 
+def conditional(d: dict[str, dict | None]) -> str:
+    """Instruction fine-tuning and the reversal curse: the benchmarks' own tables."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    parts = []
+    for key, script in (("instruct", "instruct"), ("reversal", "reversal")):
+        rep = d[key]
+        if rep is None:
+            parts.append(missing(key, f"`benchmarks/{script}.py`"))
+            continue
+        module = __import__(script)
+        parts.append(module.markdown(rep).split("\n", 2)[2].strip())  # without its title
+    return "\n\n".join(parts)
+
+
 def provenance(results: Path) -> str:
     rows = []
     for name in FILES.values():
@@ -485,6 +501,7 @@ def build(out: Path, results: Path) -> None:
         "throughput": throughput(d),
         "shakespeare": per_byte(d, out),
         "vocab_scaling": vocab_scaling(d, out),
+        "conditional": conditional(d),
         "provenance": provenance(results),
     }
     text = fill(TEMPLATE.read_text(encoding="utf-8"), parts)

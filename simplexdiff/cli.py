@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from simplexdiff.data import TextDataModule, resolve_corpus
 from simplexdiff.errors import CheckpointError, ConfigError, SimplexdiffError
-from simplexdiff.eval import likelihood, sample_metrics, train_reference
+from simplexdiff.eval import exact_match, likelihood, sample_metrics, score_choices, train_reference
 from simplexdiff.eval.samples import draw_samples
 from simplexdiff.lightning import DiffusionLM
 from simplexdiff.lightning.checkpoint import RunCheckpoint
@@ -47,7 +47,18 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
     model = MODELS.build(vocab_size=path.model_vocab_size, **model_opts)  # V, or m b split
     optim = OmegaConf.to_container(cfg.optim)
     optim["betas"] = tuple(optim["betas"])
-    return dm, DiffusionLM(model=model, path=path, tokenizer=dm.tokenizer, **optim)
+    lm = DiffusionLM(
+        model=model,
+        path=path,
+        tokenizer=dm.tokenizer,
+        prompt_dropout=cfg.prompt_dropout,
+        **optim,
+    )
+    return dm, lm
+
+
+EXACT_MATCH_EXAMPLES = 256
+"""Held-out prompts answered after training on conditional data."""
 
 
 def check_writable(out_dir: str) -> None:
@@ -165,6 +176,10 @@ def train(cfg: DictConfig) -> dict:
     sc = cfg.sample
     sample_length = min(sc.length, cfg.data.seq_len)
     check_request(lm.model, lm.path, sc.num, sample_length, sc.steps, sc.sampler)
+    if sc.cfg and not dm.conditional:
+        raise ConfigError(
+            f"sample.cfg guides on prompts, but {cfg.data.corpus!r} has no prompt / response rows"
+        )
     if cfg.resume:
         check_resume(cfg.resume, lm)
     logger = CSVLogger(cfg.out_dir, name="")
@@ -193,8 +208,21 @@ def train(cfg: DictConfig) -> dict:
     lm.eval()
     gen = torch.Generator(lm.device).manual_seed(cfg.seed)
     sampler = sc.sampler or lm.path.default_sampler
-    ids = lm.generate(sc.num, sample_length, sc.steps, sampler, generator=gen)
-    samples = dm.tokenizer.decode(ids)
+    answers = None
+    if dm.conditional:  # held-out prompts: their answers, and exact match over the first 256
+        held_out = dm.examples("validation")[:EXACT_MATCH_EXAMPLES]
+        answers = exact_match(
+            lm, held_out, length=cfg.data.seq_len, steps=sc.steps, sampler=sampler,
+            cfg=sc.cfg, generator=gen,
+        )  # fmt: skip
+        answers["examples"] = [
+            {"prompt": p, "response": r, "answer": a}
+            for (p, r), a in zip(held_out, answers.pop("answers"), strict=True)
+        ][: sc.num]
+        samples = [f"{e['prompt']!r} -> {e['answer']!r}" for e in answers["examples"]]
+    else:
+        ids = lm.generate(sc.num, sample_length, sc.steps, sampler, generator=gen)
+        samples = dm.tokenizer.decode(ids)
     uniform_bits = math.log2(dm.tokenizer.vocab_size)
     bound = lm.path.bound
     key, label = VALIDATION_REPORT.get(bound, ("val/bpc", f"validation {bound} bound"))
@@ -216,6 +244,7 @@ def train(cfg: DictConfig) -> dict:
         "checkpoint": str(ckpt),
         "sampler": sampler,
         "samples": samples,
+        **({"exact_match": answers} if answers is not None else {}),
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nsteps {trainer.global_step} in {train_s:.0f} s; checkpoint {ckpt}")
@@ -228,6 +257,11 @@ def train(cfg: DictConfig) -> dict:
     if key != "val/x1_ce_bits" and "val/x1_ce_bits" in val:
         x1_key, x1_label = VALIDATION_REPORT[None]
         print(f"{x1_label}: {val[x1_key]:.3f} {unit}")
+    if answers is not None:
+        print(
+            f"exact match on {answers['num']} held-out prompts: {answers['accuracy']:.3f} "
+            f"({sampler}, {sc.steps} steps{f', cfg {sc.cfg}' if sc.cfg else ''})"
+        )
     print(f"samples ({sampler}, {sc.steps} steps):")
     for s in samples:
         print(f"  {s!r}")
@@ -243,14 +277,6 @@ class Interrupted(Exception):
         saved = f"checkpoint {last}; continue with resume={last}" if last.is_file() else "no step"
         super().__init__(f"stopped by {signal} at step {trainer.global_step}: {saved}")
         self.status, self.speaks = status, trainer.is_global_zero  # one process says it
-
-
-def trained_length(lm: DiffusionLM) -> int:
-    """The sequence length ``lm`` was trained on (its data's ``seq_len``, else its ``max_len``)."""
-    length = (lm.data_config or {}).get("seq_len") or lm.model.config().get("max_len")
-    if not length:
-        raise CheckpointError("the checkpoint records no sequence length: give --length")
-    return int(length)
 
 
 def sample_command(args: argparse.Namespace) -> None:
@@ -270,7 +296,7 @@ def sample_command(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     ids = lm.generate(
         args.num,
-        args.length or trained_length(lm),
+        args.length or lm.trained_length(),
         args.steps,
         args.sampler,
         prompt=prompt,
@@ -278,6 +304,7 @@ def sample_command(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        cfg=args.cfg,
         **options,
     )
     for text in lm.tokenizer.decode(ids, until_eos=args.until_eos):
@@ -366,6 +393,8 @@ def eval_command(args: argparse.Namespace) -> dict:
             f"--reference must be an autoregressive ('ar') checkpoint, got path "
             f"{reference.path.registry_name!r}"
         )
+    if args.choices:
+        return choices_command(args, lm)
     dm = eval_data(lm, args.checkpoint, args.data, args.seq_len)
     split = SPLIT_NAMES.get(args.split, args.split)
     tokens = dm.split(split)
@@ -435,6 +464,83 @@ def eval_command(args: argparse.Namespace) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite_or_null(results), indent=2))
     print_eval(results, args.checkpoint)
+    print(f"wrote {out}")
+    return results
+
+
+def read_choices(file: Path) -> list[dict]:
+    """The questions of a ``--choices`` JSONL file, each ``{"prompt": str, "choices": [str, ...],
+    "answer": int}``, or a ``ConfigError`` naming the first bad line (before any scoring)."""
+    if not file.is_file():
+        raise ConfigError(f"--choices file not found: {file}")
+    questions = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except ValueError:
+            raise ConfigError(f"{file}:{n}: not a JSON object") from None
+        ok = (
+            isinstance(q, dict)
+            and isinstance(q.get("prompt"), str)
+            and isinstance(q.get("choices"), list)
+            and len(q["choices"]) >= 2
+            and all(isinstance(c, str) for c in q["choices"])
+            and isinstance(q.get("answer"), int)
+            and 0 <= q["answer"] < len(q["choices"])
+        )
+        if not ok:
+            raise ConfigError(
+                f'{file}:{n}: expected {{"prompt": str, "choices": [two or more str], '
+                f'"answer": index of the right choice}}'
+            )
+        questions.append(q)
+    if not questions:
+        raise ConfigError(f"--choices file {file} has no question")
+    return questions
+
+
+def choices_command(args: argparse.Namespace, lm: DiffusionLM) -> dict:
+    """Multiple choice (``--choices``): each question's choices scored by the conditional bound
+    (``score_choices``), the most likely picked; prints accuracy, writes JSON."""
+    file = Path(args.choices)
+    questions = read_choices(file)
+    length = args.seq_len or lm.trained_length()
+    gen = torch.Generator(args.device).manual_seed(args.seed)
+    picks = []
+    for q in questions:
+        scored = score_choices(
+            lm, q["prompt"], q["choices"], length, args.num_t, gen,
+            decode_time=args.decode_time, ode_steps=args.ode_steps, probes=args.probes,
+        )  # fmt: skip
+        picks.append({**q, "picked": scored["choice"], "nats": scored["nats"]})
+        bound = scored["bound"]
+    hits = [q["picked"] == q["answer"] for q in picks]
+    accuracy = sum(hits) / len(hits)
+    results = {
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "path": lm.path.config(),
+        "seed": args.seed,
+        "machine": machine(),
+        "data": {"choices": str(file.resolve()), "questions": len(picks), "seq_len": length},
+        "settings": {"num_t": args.num_t, "ode_steps": args.ode_steps, "device": args.device},
+        "bound": bound,
+        "bound_name": BOUND_NAMES.get(bound, f"{bound} bound"),
+        "metrics": {
+            "accuracy": accuracy,
+            "accuracy_stderr": math.sqrt(accuracy * (1 - accuracy) / len(hits)),
+        },
+        "questions": picks,
+    }
+    out = Path(args.out) if args.out else eval_output_file(args.checkpoint, "choices")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(finite_or_null(results), indent=2))
+    m = results["metrics"]
+    print(f"checkpoint {args.checkpoint} (path {lm.path.registry_name})")
+    print(f"choices    {file}: {len(picks)} questions, rows of {length} tokens")
+    print(f"bound      {bound}: {results['bound_name']}")
+    print(_row("accuracy", f"{m['accuracy']:.4f} ± {m['accuracy_stderr']:.4f} (1 s.e.)"))
     print(f"wrote {out}")
     return results
 
@@ -553,6 +659,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", default=None, help="JSON file (default: CKPT_STEM.eval-SPLIT.json)")
+    e.add_argument(
+        "--choices",
+        default=None,
+        help="multiple choice instead of a split: a JSONL file of {prompt, choices, answer} "
+        "(answer: the index of the right choice); reports accuracy",
+    )
     s = sub.add_parser("sample", help="sample text from a checkpoint")
     s.add_argument("checkpoint")
     s.add_argument("--num", type=int, default=8)
@@ -564,6 +676,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--cfg", type=float, default=0.0, help="classifier-free guidance scale on the prompt"
+    )
     s.add_argument(
         "--until-eos",
         action="store_true",

@@ -61,6 +61,7 @@ class SampleConfig:
     length: int = 128
     steps: int = 128
     sampler: str | None = None  # None: the path's default_sampler
+    cfg: float = 0.0  # classifier-free guidance scale for prompted samples (conditional data)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Recipe:
     seed: int = 0
     out_dir: str = "runs/default"
     resume: str | None = None  # a checkpoint to continue training from
+    # conditional data: share of training rows whose prompt is hidden (classifier-free guidance)
+    prompt_dropout: float = 0.0
     data: DataConfig = field(default_factory=DataConfig)
     path: dict[str, Any] = field(default_factory=lambda: {"name": "fisher_rao"})
     model: dict[str, Any] = field(default_factory=lambda: {"name": "dit"})
@@ -148,6 +151,8 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sample.num", _positive, "a positive integer"),
     ("sample.length", _positive, "a positive integer"),
     ("sample.steps", _positive, "a positive integer"),
+    ("sample.cfg", lambda v: _finite(v) and v >= 0, "a non-negative finite number"),
+    ("prompt_dropout", lambda v: 0 <= v < 1, "a number in [0, 1)"),
 ]
 
 

@@ -110,6 +110,9 @@ CASES = {
     "sampler of the other family": (masked("sample.sampler=euler"), "does not apply"),
     "continuous sampler for masked": (recipe("fisher_rao", "sample.sampler=remask"), "remask"),
     "AR with too few steps": (recipe("ar", "sample.steps=2"), "fills one position per step"),
+    "guidance without prompts": (masked("sample.cfg=2"), "sample.cfg guides on prompts"),
+    "negative guidance": (masked("sample.cfg=-1"), "'sample.cfg': -1"),
+    "prompt dropout of 1": (masked("prompt_dropout=1"), "'prompt_dropout': 1"),
     # the run folder and resuming
     "out_dir is a file": (masked("out_dir={data}/corpus.txt"), "is a file, not a folder"),
     "missing resume": (masked("resume={base}/nope.ckpt"), "checkpoint not found"),

@@ -1,12 +1,15 @@
-"""Text corpora as documents packed into fixed-length chunks of token ids, through ``datasets``.
+"""Text corpora as documents packed into fixed-length chunks of token ids, or as conditional
+(prompt, response) examples one per row, through ``datasets``.
 
-``corpus`` is a bundled name (``text8``: the first 12M characters of text8; ``tinyshakespeare``), a
-local file (a text file, also ``.xz`` / ``.gz``, is one document; ``.jsonl`` / ``.json`` /
-``.parquet`` / ``.csv`` have a document per row in a ``text`` column), a folder (of text files,
+``corpus`` is a bundled name (``text8``: the first 12M characters of text8; ``tinyshakespeare``;
+``instruct``: synthetic instructions, ``simplexdiff.data.synthetic``), a local file (a text file,
+also ``.xz`` / ``.gz``, is one document; ``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` have a
+row per document in a ``text`` column, or a conditional example per row in ``prompt`` and
+``response`` or ``messages`` columns, ``simplexdiff.data.conditional``), a folder (of text files,
 one document each, or of data files) or a hub dataset name; ``datasets`` reads and caches them as
-Arrow. A corpus without its own train / validation / test splits is cut by character position at
-fractions ``11/12, 1/24, 1/24`` (for text8-12M exactly the standard split: ``[0, 11.0M)``,
-``[11.0M, 11.5M)``, ``[11.5M, 12.0M)``).
+Arrow. A corpus without its own train / validation / test splits is cut at fractions ``11/12,
+1/24, 1/24``: documents by character position (for text8-12M exactly the standard split: ``[0,
+11.0M)``, ``[11.0M, 11.5M)``, ``[11.5M, 12.0M)``), examples in order by count.
 """
 
 from __future__ import annotations
@@ -14,16 +17,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from simplexdiff.data.conditional import (
+    COLUMNS,
+    Example,
+    encode_examples,
+    pack_examples,
+    row_format,
+    rows_examples,
+)
 from simplexdiff.data.stream import EvalBatches, TrainStream
+from simplexdiff.data.synthetic import instruct_splits
 from simplexdiff.data.tokenizer import (
     TOKENIZERS,
     Tokenizer,
@@ -35,6 +49,12 @@ from simplexdiff.errors import DataError
 
 CORPORA_DIR = Path(__file__).parent / "corpora"
 BUNDLED = {"text8": "text8-12M.txt.xz", "tinyshakespeare": "tinyshakespeare.txt"}
+GENERATED: dict[str, Callable[[], datasets.DatasetDict]] = {
+    "instruct": lambda: datasets.DatasetDict(
+        {s: datasets.Dataset.from_list(rows) for s, rows in instruct_splits(seed=0).items()}
+    ),
+}
+"""Bundled corpora generated in memory, deterministically (no file)."""
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (11 / 12, 1 / 24, 1 / 24)
 
@@ -51,7 +71,10 @@ TEXT_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv
 
 
 def resolve_corpus(corpus: str) -> tuple[str, str]:
-    """``(kind, location)`` with kind ``"file"`` (a local file) or ``"dataset"`` (hub/folder)."""
+    """``(kind, location)`` with kind ``"file"`` (a local file), ``"dataset"`` (hub/folder) or
+    ``"generated"`` (a ``GENERATED`` name, its location)."""
+    if corpus in GENERATED:
+        return "generated", corpus
     if corpus in BUNDLED:
         return "file", str(CORPORA_DIR / BUNDLED[corpus])
     p = Path(corpus).expanduser()
@@ -73,6 +96,8 @@ def _builder(file: Path) -> str:
 
 def _load_dataset(corpus: str, cache_dir: str | None) -> datasets.DatasetDict:
     kind, location = resolve_corpus(corpus)
+    if kind == "generated":
+        return GENERATED[location]()
     if kind == "file":
         builder = _builder(Path(location))
         extra = {"sample_by": "document"} if builder == "text" else {}
@@ -93,16 +118,9 @@ Pieces = list[tuple[str, bool]]
 """A split's text: ``(text, ends_document)`` pieces (the split cuts at most two documents)."""
 
 
-def load_split_documents(
-    corpus: str, cache_dir: str | None = None
-) -> tuple[dict[str, Pieces], int]:
-    """The train / validation / test documents of ``corpus`` and how many documents it has.
-
-    Documents are the rows of its ``text`` column (a text file is one document, a folder of text
-    files one per file, a ``.jsonl`` / ``.parquet`` file one per row); empty ones are dropped. A
-    dataset with train / validation / test splits keeps them; otherwise the documents, in order,
-    are cut by character position at the fractions ``11/12, 1/24, 1/24`` (for a single document,
-    text8-12M, exactly the standard split)."""
+def read_corpus(corpus: str, cache_dir: str | None = None) -> tuple[datasets.DatasetDict, str]:
+    """The rows of ``corpus`` and what they hold (``conditional.row_format``): ``"text"``
+    (documents), ``"prompt"`` (prompt and response columns) or ``"messages"`` (dialogues)."""
     try:
         ds = _load_dataset(corpus, cache_dir)
     except DataError:
@@ -113,28 +131,57 @@ def load_split_documents(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"could not read corpus {corpus!r}: {msg}") from None
     for split in ds.values():
-        if "text" not in split.column_names:
+        if row_format(split.column_names) is None:
             raise DataError(
-                f"corpus {corpus!r} has no 'text' column (columns: {split.column_names})"
+                f"corpus {corpus!r} has no 'text' column (documents), nor 'prompt' and 'response' "
+                f"or 'messages' columns (conditional examples); columns: {split.column_names}"
             )
+    formats = {row_format(split.column_names) for split in ds.values()}
+    if len(formats) != 1:
+        raise DataError(f"the splits of corpus {corpus!r} hold different rows: {sorted(formats)}")
+    return ds, formats.pop()
 
+
+def load_split_documents(
+    corpus: str, cache_dir: str | None = None
+) -> tuple[dict[str, Pieces], int]:
+    """The train / validation / test documents of ``corpus`` and how many documents it has.
+
+    Documents are the rows of its ``text`` column (a text file is one document, a folder of text
+    files one per file, a ``.jsonl`` / ``.parquet`` file one per row); empty ones are dropped. A
+    dataset with train / validation / test splits keeps them; otherwise the documents, in order,
+    are cut by character position at the fractions ``11/12, 1/24, 1/24`` (for a single document,
+    text8-12M, exactly the standard split)."""
+    ds, fmt = read_corpus(corpus, cache_dir)
+    if fmt != "text":
+        raise DataError(f"corpus {corpus!r} holds conditional examples ({fmt!r}), not documents")
+    return _split_documents(ds, corpus)
+
+
+def _split_documents(ds: datasets.DatasetDict, corpus: str) -> tuple[dict[str, Pieces], int]:
     def documents(split: datasets.Dataset) -> list[str]:
         return [t for t in split["text"] if isinstance(t, str) and t]
 
     if all(s in ds for s in SPLITS):
         pieces = {s: [(t, True) for t in documents(ds[s])] for s in SPLITS}
     else:
-        pieces = _cut([t for split in ds.values() for t in documents(split)], SPLIT_FRACTIONS[:2])
+        pieces = _cut([t for split in ds.values() for t in documents(split)])
     count = sum(end for split in pieces.values() for _, end in split)
     if count == 0:
         raise DataError(f"corpus {corpus!r} is empty (no document with text)")
     return pieces, count
 
 
-def _cut(docs: list[str], fractions: tuple[float, float]) -> dict[str, Pieces]:
-    """Documents in order cut at characters ``round(n f1)`` and ``round(n (f1 + f2))``."""
+def _cut_points(n: int) -> list[int]:
+    """Where ``SPLIT_FRACTIONS`` cut ``n`` items: ``round(n f1)``, ``round(n (f1 + f2))``."""
+    f1, f2, _ = SPLIT_FRACTIONS
+    return [round(n * f1), round(n * (f1 + f2))]
+
+
+def _cut(docs: list[str]) -> dict[str, Pieces]:
+    """Documents in order cut at their characters' ``_cut_points``."""
     n = sum(map(len, docs))
-    cuts = [round(n * fractions[0]), round(n * (fractions[0] + fractions[1])), n + 1]
+    cuts = [*_cut_points(n), n + 1]
     out: dict[str, Pieces] = {s: [] for s in SPLITS}
     k, start = 0, 0  # current split; position of the current document
     for doc in docs:
@@ -150,10 +197,41 @@ def _cut(docs: list[str], fractions: tuple[float, float]) -> dict[str, Pieces]:
     return out
 
 
+def load_split_examples(corpus: str, cache_dir: str | None = None) -> dict[str, list[Example]]:
+    """The train / validation / test ``(prompt, response)`` examples of a conditional corpus
+    (``simplexdiff.data.conditional``). A dataset with train / validation / test splits keeps
+    them; otherwise the examples, in order, are cut by count at the fractions ``11/12, 1/24,
+    1/24``."""
+    ds, fmt = read_corpus(corpus, cache_dir)
+    if fmt == "text":
+        raise DataError(f"corpus {corpus!r} holds documents ('text' column), not examples")
+    return _split_examples(ds, fmt, corpus)
+
+
+def _split_examples(ds: datasets.DatasetDict, fmt: str, corpus: str) -> dict[str, list[Example]]:
+    def split_examples(split: datasets.Dataset) -> list[Example]:
+        return rows_examples(fmt, split.select_columns(COLUMNS[fmt]).to_dict())
+
+    if all(s in ds for s in SPLITS):
+        examples = {s: split_examples(ds[s]) for s in SPLITS}
+    else:
+        pooled = [ex for split in ds.values() for ex in split_examples(split)]
+        a, b = _cut_points(len(pooled))
+        examples = dict(zip(SPLITS, (pooled[:a], pooled[a:b], pooled[b:]), strict=True))
+    if not any(examples.values()):
+        raise DataError(f"corpus {corpus!r} is empty (no prompt / response example)")
+    return examples
+
+
 def load_split_texts(corpus: str, cache_dir: str | None = None) -> dict[str, str]:
     """Each split's text, its documents joined by newlines."""
     pieces, _ = load_split_documents(corpus, cache_dir)
     return {s: "\n".join(t for t, _ in p) for s, p in pieces.items()}
+
+
+def _load_npz(file: Path) -> dict[str, np.ndarray]:
+    with np.load(file) as arrays:
+        return dict(arrays)
 
 
 class TextDataModule(L.LightningDataModule):
@@ -169,6 +247,14 @@ class TextDataModule(L.LightningDataModule):
     a ``DataError``). Under ``cache_dir`` (default ``~/.cache/simplexdiff``): a fitted BPE, and
     each split's ids as ``.npy`` keyed by the corpus content and the tokenizer (any ``seq_len``
     reads them) in the smallest integer type that holds the vocabulary.
+
+    A *conditional* corpus (``prompt`` and ``response`` or ``messages`` columns, see
+    ``simplexdiff.data.conditional``; ``conditional`` is true) has one row per example:
+    ``encode(prompt) + encode(response)`` padded with ``EOS`` to ``seq_len`` (at least one; an
+    example that does not fit is dropped with a warning), and its batches are dicts ``{"ids":
+    LongTensor [batch_size, seq_len], "prompt_len": LongTensor [batch_size]}``. ``split``,
+    ``prompt_lengths`` and ``examples`` give a split's rows, prompt lengths and ``(prompt,
+    response)`` strings, row by row. Its tokenizer always has an ``EOS``.
 
     Training batches are ``TrainStream``: an endless stream of passes reshuffled from ``seed``,
     sharded over the Trainer's processes and resumed at the Trainer's restored step, so a run
@@ -208,13 +294,17 @@ class TextDataModule(L.LightningDataModule):
         self._cache_dir_arg = cache_dir
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "simplexdiff")
         self._chunks: dict[str, Tensor] = {}
+        # a conditional corpus: each row's prompt length and (prompt, response)
+        self._prompt_len: dict[str, Tensor] = {}
+        self._examples: dict[str, list[Example]] = {}
 
     def config(self) -> dict:
         """What rebuilds this data (``TextDataModule(**config)``), as checkpoints store it: the
         corpus (a local file as an absolute path), ``seq_len``, the tokenizer (what the recipe
         named, or the ``config()`` of a given one) and ``cache_dir``; not the loader settings."""
         _, location = resolve_corpus(self.corpus)
-        local = self.corpus not in BUNDLED and Path(location).exists()  # a file or folder here
+        named = self.corpus in BUNDLED or self.corpus in GENERATED
+        local = not named and Path(location).exists()  # a file or folder here
         return {
             "corpus": str(Path(location).resolve()) if local else self.corpus,
             "seq_len": self.seq_len,
@@ -237,20 +327,29 @@ class TextDataModule(L.LightningDataModule):
         assert self._tokenizer is not None
         return self._tokenizer
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the corpus holds (prompt, response) examples rather than documents."""
+        self.setup()
+        return bool(self._examples)
+
     def setup(self, stage: str | None = None) -> None:
         if self._chunks:
             return
-        pieces, count = load_split_documents(self.corpus, str(self.cache_dir / "datasets"))
+        ds, fmt = read_corpus(self.corpus, str(self.cache_dir / "datasets"))
+        if fmt != "text":
+            self._setup_examples(_split_examples(ds, fmt, self.corpus))
+            return
+        pieces, count = _split_documents(ds, self.corpus)
         corpus_digest = hashlib.sha256()
         for split in SPLITS:
             for text, end in pieces[split]:
                 corpus_digest.update(f"{split}\0{int(end)}\0{len(text)}\0{text}".encode())
         if self._tokenizer is None:
-            self._tokenizer = self._fit_tokenizer(pieces["train"], count > 1, corpus_digest)
+            texts = [t for t, _ in pieces["train"]]
+            self._tokenizer = self._fit_tokenizer(texts, count > 1, corpus_digest)
         tokenizer = self._tokenizer
-        digest = hashlib.sha256(
-            (corpus_digest.hexdigest() + tokenizer.digest()).encode()
-        ).hexdigest()[:16]
+        digest = self._ids_digest(corpus_digest)
         dtype = id_dtype(tokenizer.vocab_size)
         for split in SPLITS:
             ids = self._cached(
@@ -264,11 +363,67 @@ class TextDataModule(L.LightningDataModule):
                 f"corpus {self.corpus!r} has fewer training tokens than seq_len={self.seq_len}"
             )
 
-    def _fit_tokenizer(self, train: Pieces, documents: bool, corpus_digest) -> Tokenizer:
-        """The recipe's tokenizer fitted on the training split (a BPE once, then from the cache:
-        every process of a run reads the same one)."""
+    def _ids_digest(self, corpus_digest) -> str:
+        """Keys the cached ids of a corpus (its ``corpus_digest``) under the tokenizer."""
+        assert self._tokenizer is not None
+        text = corpus_digest.hexdigest() + self._tokenizer.digest()
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _setup_examples(self, examples: dict[str, list[Example]]) -> None:
+        """One row per example that fits ``seq_len`` (``conditional.pack_examples``); the
+        prompt and response ids of every example are cached, so any ``seq_len`` reads them."""
+        corpus_digest = hashlib.sha256(b"examples")
+        for split in SPLITS:
+            for prompt, response in examples[split]:
+                text = f"{split}\0{len(prompt)}\0{prompt}\0{len(response)}\0{response}"
+                corpus_digest.update(text.encode())
+        if self._tokenizer is None:
+            texts = [t for example in examples["train"] for t in example]
+            self._tokenizer = self._fit_tokenizer(texts, True, corpus_digest)
+        tokenizer = self._tokenizer
+        if tokenizer.eos_id is None:
+            raise DataError(
+                f"the tokenizer has no end-of-sequence symbol (EOS), which pads the responses "
+                f"of the conditional corpus {self.corpus!r}"
+            )
+        digest = self._ids_digest(corpus_digest)
+        dtype = id_dtype(tokenizer.vocab_size)
+        rows, prompt_len, kept, dropped, needed = {}, {}, {}, {}, []
+        for split in SPLITS:
+            encoded = self._cached(
+                f"ids/{digest}-{split}.npz",
+                lambda s=split: encode_examples(tokenizer, examples[s], dtype),
+                save=lambda f, value: np.savez(f, **value),
+                load=_load_npz,
+            )
+            rows[split], prompt_len[split], fits = pack_examples(
+                encoded["ids"], encoded["lengths"], self.seq_len, tokenizer.eos_id
+            )
+            kept[split] = [ex for ex, ok in zip(examples[split], fits, strict=True) if ok]
+            dropped[split] = int((~fits).sum())
+            needed.append(encoded["lengths"].sum(1) + 1)
+        if len(needed[0]) == 0:
+            raise DataError(f"corpus {self.corpus!r} has no training example")
+        if len(rows["train"]) == 0:
+            raise DataError(
+                f"no training example of corpus {self.corpus!r} fits seq_len={self.seq_len}: they "
+                f"need {needed[0].min()} to {needed[0].max()} tokens (prompt + response + EOS)"
+            )
+        if any(dropped.values()):
+            longest = max(int(n.max()) for n in needed if len(n))
+            counts = ", ".join(f"{n} {s}" for s, n in dropped.items())
+            rank_zero_warn(
+                f"{self.corpus}: dropped the examples that do not fit seq_len={self.seq_len} "
+                f"(prompt + response + EOS; the longest needs {longest} tokens): {counts}"
+            )
+        self._chunks = {s: torch.from_numpy(r) for s, r in rows.items()}
+        self._prompt_len = {s: torch.from_numpy(n) for s, n in prompt_len.items()}
+        self._examples = kept
+
+    def _fit_tokenizer(self, texts: list[str], documents: bool, corpus_digest) -> Tokenizer:
+        """The recipe's tokenizer fitted on the training split's ``texts`` (a BPE once, then from
+        the cache: every process of a run reads the same one)."""
         spec = self.tokenizer_spec
-        texts = [t for t, _ in train]
         if (spec if isinstance(spec, str) else spec.get("name")) != "bpe":
             return fit_tokenizer(spec, texts, documents)
         key = json.dumps([spec, documents, tokenizers_version()], sort_keys=True)
@@ -297,8 +452,25 @@ class TextDataModule(L.LightningDataModule):
         return value
 
     def split(self, name: str) -> Tensor:
-        """All chunks of a split as ``LongTensor [N, seq_len]``."""
+        """All chunks (a conditional corpus: rows) of a split as ``LongTensor [N, seq_len]``."""
         return self.compact_split(name).long()
+
+    def prompt_lengths(self, name: str) -> Tensor:
+        """How many prompt ids each row of a conditional corpus's split starts with,
+        ``LongTensor [N]`` (a ``DataError`` for a corpus of documents)."""
+        self.compact_split(name)  # checks the name
+        self._check_conditional("prompt lengths")
+        return self._prompt_len[name]
+
+    def examples(self, name: str) -> list[Example]:
+        """The ``(prompt, response)`` strings of each row of a conditional corpus's split."""
+        self.compact_split(name)  # checks the name
+        self._check_conditional("examples")
+        return self._examples[name]
+
+    def _check_conditional(self, what: str) -> None:
+        if not self.conditional:
+            raise DataError(f"corpus {self.corpus!r} holds documents, not {what}")
 
     def compact_split(self, name: str) -> Tensor:
         """All chunks of a split ``[N, seq_len]`` in the cache's compact integer type."""
@@ -317,7 +489,13 @@ class TextDataModule(L.LightningDataModule):
             rank, world = trainer.global_rank, trainer.world_size
         try:
             stream = TrainStream(
-                self.compact_split("train"), self.batch_size, self.seed, start, rank, world
+                self.compact_split("train"),
+                self.batch_size,
+                self.seed,
+                start,
+                rank,
+                world,
+                prompt_len=self._prompt_len.get("train"),
             )
         except ValueError as e:
             raise DataError(f"training split of {self.corpus!r}: {e}") from None
@@ -332,7 +510,8 @@ class TextDataModule(L.LightningDataModule):
         limit = limit if isinstance(limit, int) else None
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        batches = EvalBatches(chunks, self.batch_size, limit, rank, world)
+        prompt_len = self._prompt_len.get(split)
+        batches = EvalBatches(chunks, self.batch_size, limit, rank, world, prompt_len)
         return DataLoader(batches, batch_size=None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

@@ -16,6 +16,9 @@ round robin returns them in order ``k``.
 with the global batch index ``k``; rank ``r`` of ``world`` takes ``k = r, r + world, ...``. Every
 batch is scored exactly once whatever the process count (a ``DistributedSampler`` pads ranks with
 repeated sequences), and a metric seeded by ``k`` is the same on 1 or ``W`` processes.
+
+Given ``prompt_len`` (a conditional corpus: one prompt length per row), both yield the same rows
+as dicts ``{"ids": LongTensor [B, seq_len], "prompt_len": LongTensor [B]}`` instead of tensors.
 """
 
 from __future__ import annotations
@@ -27,9 +30,24 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
+Batch = Tensor | dict[str, Tensor]
+"""``LongTensor [B, seq_len]``, or ``{"ids": ..., "prompt_len": LongTensor [B]}``."""
+
+
+def _check_prompt_len(chunks: Tensor, prompt_len: Tensor | None) -> None:
+    if prompt_len is not None and prompt_len.shape != (len(chunks),):
+        raise ValueError(f"prompt_len {tuple(prompt_len.shape)} does not match {len(chunks)} rows")
+
+
+def _batch(chunks: Tensor, prompt_len: Tensor | None, rows: Tensor | slice) -> Batch:
+    """The ``rows`` of ``chunks`` as int64, with their prompt lengths if there are any."""
+    ids = chunks[rows].long()
+    return ids if prompt_len is None else {"ids": ids, "prompt_len": prompt_len[rows].long()}
+
 
 class TrainStream(IterableDataset):
-    """Endless batches ``LongTensor [batch_size, seq_len]`` of the rows of ``chunks``."""
+    """Endless batches ``LongTensor [batch_size, seq_len]`` of the rows of ``chunks`` (dicts
+    with their ``prompt_len`` if given)."""
 
     def __init__(
         self,
@@ -39,11 +57,14 @@ class TrainStream(IterableDataset):
         start: int = 0,
         rank: int = 0,
         world: int = 1,
+        prompt_len: Tensor | None = None,
     ) -> None:
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} outside a world of {world} processes")
         self.chunks, self.batch_size, self.seed = chunks, batch_size, seed
         self.start, self.rank, self.world = start, rank, world
+        _check_prompt_len(chunks, prompt_len)
+        self.prompt_len = prompt_len
         self.batches_per_pass = len(chunks) // (batch_size * world)
         self._pass, self._perm = -1, np.empty(0, dtype=np.int64)
         if self.batches_per_pass == 0:
@@ -62,17 +83,18 @@ class TrainStream(IterableDataset):
         first = (j * self.world + self.rank) * self.batch_size
         return self._perm[first : first + self.batch_size]
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         k = self.start + worker
         while True:
-            yield self.chunks[torch.from_numpy(self.indices(k))].long()
+            yield _batch(self.chunks, self.prompt_len, torch.from_numpy(self.indices(k)))
             k += workers
 
 
 class EvalBatches(IterableDataset):
-    """``(k, LongTensor [<= batch_size, seq_len])`` for this rank's global batches ``k``."""
+    """``(k, LongTensor [<= batch_size, seq_len])`` for this rank's global batches ``k`` (dicts
+    with their ``prompt_len`` if given)."""
 
     def __init__(
         self,
@@ -81,22 +103,25 @@ class EvalBatches(IterableDataset):
         num_batches: int | None = None,
         rank: int = 0,
         world: int = 1,
+        prompt_len: Tensor | None = None,
     ) -> None:
+        _check_prompt_len(chunks, prompt_len)
         total = -(-len(chunks) // batch_size)
         self.chunks, self.batch_size = chunks, batch_size
         self.num_batches = total if num_batches is None else min(num_batches, total)
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.prompt_len = rank, world, prompt_len
 
     def __len__(self) -> int:
         return max(len(range(self.rank, self.num_batches, self.world)), self.num_batches > 0)
 
-    def __iter__(self) -> Iterator[tuple[int, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[int, Batch]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         ks = range(self.rank, self.num_batches, self.world)
         if not ks and self.num_batches and worker == 0:
             # fewer batches than processes: an empty batch (k = -1) so that this process still
             # runs the evaluation and meets the others where metrics synchronise
-            yield -1, self.chunks[:0].long()
+            yield -1, _batch(self.chunks, self.prompt_len, slice(0, 0))
         for k in ks[worker::workers]:
-            yield k, self.chunks[k * self.batch_size : (k + 1) * self.batch_size].long()
+            rows = slice(k * self.batch_size, (k + 1) * self.batch_size)
+            yield k, _batch(self.chunks, self.prompt_len, rows)

@@ -77,10 +77,12 @@ class Tokenizer(ABC):
         """A content hash of ``config()`` (keys the tokenized-corpus cache)."""
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def count_bytes(self, ids: Tensor) -> Tensor:
+    def count_bytes(self, ids: Tensor, where: Tensor | None = None) -> Tensor:
         """UTF-8 bytes of the text of each row of ``ids`` ``[..., L]`` (``token_bytes`` summed over
-        the last axis; EOS counts 0), on the ids' device: bits per byte divide by it."""
-        return self._byte_table.to(ids.device)[ids].sum(-1)
+        the last axis; EOS counts 0), on the ids' device: bits per byte divide by it. ``where``
+        (bool, like ``ids``): count those positions only (a response, not its prompt)."""
+        counts = self._byte_table.to(ids.device)[ids]
+        return (counts if where is None else torch.where(where, counts, 0)).sum(-1)
 
     @cached_property
     def _byte_table(self) -> Tensor:

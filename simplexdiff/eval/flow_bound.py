@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.paths.base import Denoiser
+from simplexdiff.paths.base import Condition, Denoiser
 from simplexdiff.paths.continuous import FLOW_BOUND, ContinuousPath
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -63,12 +63,17 @@ def flow_bound(
     divergence: str = "auto",
     probes: int = 1,
     generator: torch.Generator | None = None,
+    cond: Condition | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """One-draw estimate of the bound above for each sequence of ``x1`` (LongTensor ``[B, L]``).
 
     Returns the per-sequence bound in nats (float64 ``[B]``, summed over positions) and
     diagnostics. ``decode_time`` is model time ``t*`` in ``(0, 1)``; the dequantizing draw and the
     probes come from ``generator``.
+
+    With ``cond`` it bounds ``-log p(free | fixed)`` of the conditional model the sampler runs: the
+    fixed positions sit at their vertex throughout (zero velocity), and the flow's density, the
+    divergence and the dequantization cover the free positions only (summed over them).
     """
     if path.bound != FLOW_BOUND:
         raise ConfigError(f"the {path.registry_name!r} path has no density for a likelihood bound")
@@ -80,9 +85,11 @@ def flow_bound(
     # z ~ p_{s*}(. | x1), and the dequantization term sum_i logsumexp_k log p_{s*}(z_i | e_k)
     x0 = path.prior(batch, length, generator=generator, device=x1.device).double()
     z, _ = path.interpolate(x0, path.vertex(x1).double(), s)
-    dequant = torch.logsumexp(path.log_conditional(z, s), -1).sum(-1)
+    z = path.conditioned(z, x1, cond)
+    free = None if cond is None else path.per_position(cond.free)
+    dequant = _sum_free(torch.logsumexp(path.log_conditional(z, s), -1), free)
     log_q, diagnostics = flow_log_density(
-        denoiser, path, z, s_star, steps, divergence, probes, generator
+        denoiser, path, z, s_star, steps, divergence, probes, generator, free
     )
     # the numerical flow puts no mass where its backward map leaves the prior's support
     log_q = log_q.masked_fill(diagnostics.pop("outside_support"), -math.inf)
@@ -98,9 +105,12 @@ def flow_log_density(
     divergence: str = "auto",
     probes: int = 1,
     generator: torch.Generator | None = None,
+    free: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """``log q_{s*}(z)`` of the learned flow at path time ``s_star`` for states ``z [B, L, V]``
-    (float64), summed over positions: backwards to ``s = 0`` with ``steps`` midpoint steps."""
+    (float64), summed over positions: backwards to ``s = 0`` with ``steps`` midpoint steps.
+    ``free [B, L]``: only these positions move (the others are held, a prompt), and the density
+    is theirs given the others."""
     if divergence not in DIVERGENCES:
         raise ConfigError(f"unknown divergence {divergence!r}; known: {', '.join(DIVERGENCES)}")
     if steps < 1 or probes < 1:
@@ -115,7 +125,8 @@ def flow_log_density(
     def field(state: Tensor, s: float) -> Tensor:
         t = torch.full((batch,), path.schedule.inverse(s), device=z.device)
         logits = path.denoise(denoiser, state, t)
-        return path.velocity(state, logits, torch.full((batch, 1), s, **as64))
+        v = path.velocity(state, logits, torch.full((batch, 1), s, **as64))
+        return v if free is None else v * free[..., None]
 
     def field_and_divergence(state: Tensor, s: float) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
@@ -123,6 +134,7 @@ def flow_log_density(
             v = field(state, s)
             div = torch.zeros(batch, **as64)
             for u in _probes(path, state.detach(), exact, probes, generator):
+                u = u if free is None else u * free[..., None]
                 (vjp,) = torch.autograd.grad(v, state, u, retain_graph=True)
                 div += (vjp * u).sum((-2, -1))
         return v.detach(), div if exact else div / probes
@@ -138,8 +150,9 @@ def flow_log_density(
         v_mid, div_mid = field_and_divergence(z_mid, (s_hi + s_lo) / 2)
         z = path.exp(z, path.transport(z_mid, z, v_mid), -h)
         integral += h * div_mid
-    log_q = path.prior_log_density(z).sum(-1) - integral
-    outside = (z < -1e-4).any(-1).any(-1)  # the trajectory left the prior's support
+    log_q = _sum_free(path.prior_log_density(z), free) - integral
+    left = (z < -1e-4).any(-1)
+    outside = (left if free is None else left & free).any(-1)  # it left the prior's support
     diagnostics = {
         "outside_support": outside,
         "prior_support_violations": float(outside.double().mean()),
@@ -164,3 +177,8 @@ def _probes(
     for _ in range(probes):
         signs = torch.randint(0, 2, state.shape, generator=generator, device=state.device)
         yield path.tangent(state, 2.0 * signs.to(state.dtype) - 1.0)
+
+
+def _sum_free(values: Tensor, free: Tensor | None) -> Tensor:
+    """``values [B, L]`` summed over the free positions (all without a mask)."""
+    return (values if free is None else torch.where(free, values, 0)).sum(-1)

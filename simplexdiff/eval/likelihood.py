@@ -28,11 +28,16 @@ from torch import Tensor, nn
 
 from simplexdiff.errors import ConfigError
 from simplexdiff.eval.flow_bound import flow_bound
-from simplexdiff.paths.base import Denoiser, Path
+from simplexdiff.paths.base import Condition, Denoiser, Path
 from simplexdiff.paths.continuous import FLOW_BOUND
 
 if TYPE_CHECKING:
     from simplexdiff.data.tokenizer import Tokenizer
+
+
+Prompt = Tensor | list[Tensor] | None
+"""A prompt for every row (``[P]``), one per row (``[N, P]``), or a list of ``N`` prompts of any
+lengths."""
 
 
 @torch.no_grad()
@@ -48,16 +53,20 @@ def likelihood(
     divergence: str = "auto",
     probes: int = 1,
     tokenizer: Tokenizer | None = None,
+    prompt: Prompt = None,
 ) -> dict[str, Any]:
-    """Per-token likelihood bound of ``tokens`` (LongTensor ``[N, L]``).
+    """Per-token likelihood bound of ``tokens`` (LongTensor ``[N, L]``); with ``prompt``, of
+    ``-log p(tokens | prompt)``: each row is scored as the continuation of its prompt (the prompt
+    held clean and not scored, as in conditional training), per token of ``tokens``.
 
     ``model`` is a ``DiffusionLM`` (its ``model`` and ``path`` are used), or a denoiser
     ``(inputs, t) -> logits`` together with ``path``. The denoiser runs in eval mode without
     gradients; sums are float64. ``generator`` (on the model's device) makes the estimate
     reproducible. Returns ``{"nats_per_token", "bpc", "bound", "stderr", "bpc_stderr", "num_t",
-    "num_sequences", "num_tokens", "settings"}`` (``bpc = nats_per_token / ln 2``, bits per token:
-    per char for the character tokenizers). ``decode_time``, ``ode_steps``, ``divergence`` and
-    ``probes`` set the continuous paths' bound and are ignored by the others.
+    "num_sequences", "num_tokens", "settings", "nats"}`` (``bpc = nats_per_token / ln 2``, bits per
+    token: per char for the character tokenizers; ``nats``: each row's total bound, a list).
+    ``decode_time``, ``ode_steps``, ``divergence`` and ``probes`` set the continuous paths' bound
+    and are ignored by the others.
 
     Bits per byte, ``"bpb"`` (``None`` without a tokenizer): the total bound of ``tokens`` over
     the UTF-8 bytes of their text, ``tokenizer.count_bytes(tokens)`` (``tokenizer`` defaults to
@@ -71,49 +80,45 @@ def likelihood(
         denoiser = model
     if path.bound is None:
         raise ConfigError(f"no likelihood bound for {path.family} path {path.registry_name!r} yet")
-    tokens = torch.as_tensor(tokens)
-    if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32) or tokens.numel() == 0:
+    tokens = _ids(tokens, path, "tokens")
+    if tokens.ndim != 2 or tokens.numel() == 0:
         raise ConfigError(f"tokens must be a non-empty integer tensor [N, L], got {tokens.shape}")
-    if tokens.min() < 0 or tokens.max() >= path.vocab_size:
-        raise ConfigError(f"token ids must lie in [0, {path.vocab_size})")
     if num_t < 1 or batch_size < 1:
         raise ConfigError("num_t and batch_size must be positive")
     num_t = 1 if path.bound == "exact_nll" else int(num_t)
     device = None
     if isinstance(denoiser, nn.Module):
         device = next(denoiser.parameters()).device
-    tokens = tokens.long().to(device)
+    tokens = tokens.to(device)
+    groups = _prompt_groups(tokens, prompt, path)
 
     was_training = getattr(denoiser, "training", None)
     if was_training is not None:
         denoiser.eval()
+    est = torch.zeros(len(tokens), dtype=torch.float64, device=device)
+    violations = 0.0
     try:
-        if path.bound == FLOW_BOUND:
-            estimates, settings = _flow_estimates(
-                denoiser,
-                path,
-                tokens,
-                batch_size,
-                generator,
-                decode_time,
-                ode_steps,
-                divergence,
-                probes,
-            )
-        else:
-            estimates, settings = _time_integral_estimates(
-                denoiser, path, tokens, batch_size, generator, num_t
-            )
+        for index, rows, prompt_len in groups:
+            if path.bound == FLOW_BOUND:
+                estimates, settings = _flow_estimates(
+                    denoiser, path, rows, prompt_len, batch_size, generator, decode_time,
+                    ode_steps, divergence, probes,
+                )  # fmt: skip
+            else:
+                estimates, settings = _time_integral_estimates(
+                    denoiser, path, rows, prompt_len, batch_size, generator, num_t
+                )
+            est[index] = torch.cat(estimates).double()
+            violations += settings.pop("prior_support_violations", 0.0) * len(rows)
     finally:
         if was_training is not None:
             denoiser.train(was_training)
-    est = torch.cat(estimates)
-    n = est.numel()
-    nats = float(est.mean())
-    stderr = float(est.std() / math.sqrt(n)) if n > 1 else float("nan")
+    if path.bound == FLOW_BOUND:
+        settings["prior_support_violations"] = violations / len(tokens)
+    totals = est * tokens.shape[1]  # each row's bound in nats
+    nats, stderr = _ratio(totals, torch.full_like(totals, tokens.shape[1]))
     tokenizer = tokenizer or getattr(model, "tokenizer", None)
     num_bytes = tokenizer.count_bytes(tokens) if tokenizer is not None else None
-    per_byte = _per_byte(est.double() * tokens.shape[1], num_bytes)
     return {
         "nats_per_token": nats,
         "bpc": nats / math.log(2),
@@ -121,50 +126,94 @@ def likelihood(
         "stderr": stderr,
         "bpc_stderr": stderr / math.log(2),
         "num_t": settings.get("num_t"),
-        "num_sequences": n,
+        "num_sequences": len(tokens),
         "num_tokens": int(tokens.numel()),
         "settings": settings,
-        **per_byte,
+        "nats": totals.tolist(),
+        **_per_byte(totals, num_bytes),
     }
+
+
+def _ids(x: Any, path: Path, what: str) -> Tensor:
+    """``x`` as a LongTensor of ids in ``[0, V)``, or a ``ConfigError`` naming ``what``."""
+    x = torch.as_tensor(x)
+    if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ConfigError(f"{what} must be integer token ids, got {x.dtype}")
+    if x.numel() and (x.min() < 0 or x.max() >= path.vocab_size):
+        raise ConfigError(f"{what}: token ids must lie in [0, {path.vocab_size})")
+    return x.long()
+
+
+def _prompt_groups(tokens: Tensor, prompt: Prompt, path: Path) -> list[tuple[Tensor, Tensor, int]]:
+    """``(row indices, prompt + tokens rows, prompt length)`` for each prompt length."""
+    n = len(tokens)
+    if prompt is None:
+        return [(torch.arange(n, device=tokens.device), tokens, 0)]
+    if isinstance(prompt, (list, tuple)):
+        if len(prompt) != n:
+            raise ConfigError(f"{len(prompt)} prompts for {n} sequences: give one per row")
+        rows = [_ids(p, path, "prompt").flatten().to(tokens.device) for p in prompt]
+    else:
+        p = _ids(prompt, path, "prompt").to(tokens.device)
+        if p.ndim not in (1, 2) or (p.ndim == 2 and len(p) not in (1, n)):
+            raise ConfigError(f"prompt must be [P], [N, P] or a list of N prompts, got {p.shape}")
+        rows = list(p.expand(n, -1) if p.ndim == 2 else p.expand(n, len(p)))
+    groups = []
+    for length in sorted({len(r) for r in rows}):
+        index = torch.tensor([i for i, r in enumerate(rows) if len(r) == length], dtype=torch.long)
+        index = index.to(tokens.device)
+        prefix = torch.stack([rows[i] for i in index.tolist()])
+        groups.append((index, torch.cat([prefix, tokens[index]], 1), length))
+    return groups
+
+
+def _ratio(totals: Tensor, counts: Tensor) -> tuple[float, float]:
+    """``sum(totals) / sum(counts)`` over rows and its delta-method standard error (a ratio of
+    means), ``sqrt(var(totals - r counts) / N) / mean(counts)`` (``nan`` for one row)."""
+    counts = counts.double().to(totals.device)
+    ratio = float(totals.sum() / counts.sum())
+    n = totals.numel()
+    spread = (totals - ratio * counts).std() if n > 1 else torch.tensor(float("nan"))
+    return ratio, float(spread / math.sqrt(n) / counts.mean())
 
 
 def _per_byte(nats: Tensor, num_bytes: Tensor | None) -> dict[str, Any]:
-    """Bits per byte of per-sequence totals ``nats`` ``[N]`` over their bytes ``num_bytes``
-    ``[N]``: ``sum(nats) / sum(bytes) / ln 2`` with the delta-method standard error of a ratio of
-    means, ``sqrt(var(nats - r bytes) / N) / mean(bytes)``."""
+    """Bits per byte of per-sequence totals ``nats`` ``[N]`` over their bytes ``num_bytes [N]``."""
     if num_bytes is None:
         return {"bpb": None, "bpb_stderr": None, "num_bytes": None}
-    num_bytes = num_bytes.double().to(nats.device)
-    total = float(num_bytes.sum())
+    total = int(num_bytes.sum())
     if total == 0:
         return {"bpb": None, "bpb_stderr": None, "num_bytes": 0}
-    ratio = float(nats.sum()) / total
-    n = nats.numel()
-    spread = (nats - ratio * num_bytes).std() if n > 1 else torch.tensor(float("nan"))
-    stderr = float(spread / math.sqrt(n) / num_bytes.mean())
-    return {
-        "bpb": ratio / math.log(2),
-        "bpb_stderr": stderr / math.log(2),
-        "num_bytes": int(total),
-    }
+    ratio, stderr = _ratio(nats, num_bytes)
+    return {"bpb": ratio / math.log(2), "bpb_stderr": stderr / math.log(2), "num_bytes": total}
+
+
+def _prefix(rows: Tensor, prompt_len: int) -> Condition | None:
+    """The prompt of ``rows`` as a condition (``None`` without one)."""
+    if prompt_len == 0:
+        return None
+    return Condition.prefix(rows.new_full((len(rows),), prompt_len), rows.shape[1])
 
 
 def _time_integral_estimates(
     denoiser: Denoiser,
     path: Path,
     tokens: Tensor,
+    prompt_len: int,
     batch_size: int,
     generator: torch.Generator | None,
     num_t: int,
 ) -> tuple[list[Tensor], dict[str, Any]]:
-    """Per-sequence bound of a path whose bound is a time integral (``sequence_bound``)."""
+    """Per-sequence bound per free token of a path whose bound is a time integral
+    (``sequence_bound``), the first ``prompt_len`` positions held as a prompt."""
     estimates = []
     for x in tokens.split(batch_size):
+        cond = _prefix(x, prompt_len)
         u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=torch.float64)
         total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for j in range(num_t):
             t, weight = path.bound_times((j + u) / num_t)
-            total += weight * path.sequence_bound(denoiser, x, t, generator).double()
+            total += weight * path.sequence_bound(denoiser, x, t, generator, cond).double()
         estimates.append(total / num_t)
     return estimates, {"num_t": num_t}
 
@@ -173,6 +222,7 @@ def _flow_estimates(
     denoiser: Denoiser,
     path: Path,
     tokens: Tensor,
+    prompt_len: int,
     batch_size: int,
     generator: torch.Generator | None,
     decode_time: float,
@@ -180,7 +230,7 @@ def _flow_estimates(
     divergence: str,
     probes: int,
 ) -> tuple[list[Tensor], dict[str, Any]]:
-    """Per-sequence dequantized flow bound of a continuous path, per token."""
+    """Per-sequence dequantized flow bound of a continuous path, per free token."""
     estimates, violations = [], 0.0
     for x in tokens.split(batch_size):
         nats, diagnostics = flow_bound(
@@ -192,8 +242,9 @@ def _flow_estimates(
             divergence,
             probes,
             generator,
+            _prefix(x, prompt_len),
         )
-        estimates.append(nats / x.shape[1])
+        estimates.append(nats / (x.shape[1] - prompt_len))
         violations += diagnostics["prior_support_violations"] * x.shape[0]
     return estimates, {
         "decode_time": decode_time,

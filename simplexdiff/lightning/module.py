@@ -18,12 +18,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from simplexdiff.data.stream import Batch
 from simplexdiff.data.tokenizer import Tokenizer, tokenizer_from_config
 from simplexdiff.errors import CheckpointError, ConfigError
 from simplexdiff.eval.flow_bound import flow_bound
 from simplexdiff.eval.metrics import BitsPerByte, BitsPerToken
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS, Path
+from simplexdiff.paths.base import Condition
 from simplexdiff.paths.continuous import FLOW_BOUND
 from simplexdiff.samplers import SampleOutput, sample
 
@@ -53,6 +55,22 @@ def seed_of(*keys: int) -> int:
     )
 
 
+def unpack(batch: Batch) -> tuple[Tensor, Condition | None]:
+    """A batch's clean ids and its prompts as a ``Condition`` (``None`` for plain text): a
+    conditional batch's first ``prompt_len`` ids of a row are its prompt."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    ids = batch["ids"]
+    return ids, Condition.prefix(batch["prompt_len"].to(ids.device), ids.shape[1])
+
+
+def scored(ids: Tensor, cond: Condition | None) -> Tensor:
+    """Tokens each row is scored on ``[B]``: all, or the free (response) ones."""
+    if cond is None:
+        return torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
+    return cond.free.sum(-1)
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
     if step < warmup_steps:
@@ -68,7 +86,12 @@ def cosine_decay(progress: float, min_ratio: float) -> float:
 
 
 class DiffusionLM(L.LightningModule):
-    """``DiffusionLM(model=DiT(...), path=paths.build(...), lr=3e-4)``."""
+    """``DiffusionLM(model=DiT(...), path=paths.build(...), lr=3e-4)``.
+
+    On conditional data (prompt / response batches) only responses are noised and scored, and
+    ``prompt_dropout`` is the share of training rows whose prompt the denoiser sees hidden
+    (``Path.hide``), which trains the unconditional model of classifier-free guidance (``cfg``
+    of ``generate``)."""
 
     def __init__(
         self,
@@ -80,8 +103,11 @@ class DiffusionLM(L.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         tokenizer: Tokenizer | None = None,
+        prompt_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= prompt_dropout < 1:
+            raise ConfigError(f"prompt_dropout must lie in [0, 1), got {prompt_dropout}")
         width = path.model_vocab_size  # V, or m b for a split continuous path
         if getattr(model, "vocab_size", width) != width:
             raise ConfigError(f"model vocab_size {model.vocab_size} != the path's {width}")
@@ -108,9 +134,12 @@ class DiffusionLM(L.LightningModule):
         return self.model(inputs, t)
 
     # --- training ----------------------------------------------------------------------------
-    def _loss(self, batch: Tensor, generator: torch.Generator | None = None):
-        u = stratified_times(batch.shape[0], generator, batch.device)
-        return self.path.training_loss(self.model, batch, self.path.training_times(u), generator)
+    def _loss(
+        self, ids: Tensor, generator: torch.Generator | None = None, cond: Condition | None = None
+    ):
+        u = stratified_times(ids.shape[0], generator, ids.device)
+        times = self.path.training_times(u)
+        return self.path.training_loss(self.model, ids, times, generator, cond)
 
     train_seed: int | None = None
     """Seed of the training randomness; rank 0's ``torch.initial_seed()`` when fitting starts
@@ -128,12 +157,13 @@ class DiffusionLM(L.LightningModule):
                 "check_val_every_n_epoch=None) to validate every N steps"
             )
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One micro-batch. Its randomness is a function of ``(train_seed, k, rank)`` alone, with
         ``k`` the global micro-batch index: the times' shared offset from ``(train_seed, k)`` (one
         stratified draw over the global batch), the noise and any dropout from the global RNG
         reseeded with ``(train_seed, k, rank)``. A resumed run draws what the uninterrupted run
-        drew, and every process draws its own noise."""
+        drew, and every process draws its own noise (and its prompt dropout)."""
+        batch, cond = unpack(batch)
         trainer = self.trainer
         acc = trainer.accumulate_grad_batches
         k = self.global_step * acc + batch_idx % acc
@@ -143,41 +173,46 @@ class DiffusionLM(L.LightningModule):
             batch.shape[0], shared, batch.device, trainer.global_rank, trainer.world_size
         )
         torch.manual_seed(seed_of(seed, k, 1 + trainer.global_rank))
-        out = self.path.training_loss(self.model, batch, self.path.training_times(u))
+        if cond is not None and self.hparams.prompt_dropout > 0:
+            cond.hidden = torch.rand(batch.shape[0], device=batch.device) < (
+                self.hparams.prompt_dropout
+            )
+        out = self.path.training_loss(self.model, batch, self.path.training_times(u), cond=cond)
         self.log("train/loss", out.loss, prog_bar=True)
         for name, value in out.metrics.items():
             self.log(f"train/{name}", value)
         return out.loss
 
-    def validation_step(self, batch: Tensor | tuple[int, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch | tuple[int, Batch], batch_idx: int) -> None:
         self._score(batch, batch_idx)
 
-    def test_step(self, batch: Tensor | tuple[int, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch | tuple[int, Batch], batch_idx: int) -> None:
         self._score(batch, batch_idx)
 
-    def _score(self, batch: Tensor | tuple[int, Tensor], batch_idx: int) -> None:
+    def _score(self, batch: Batch | tuple[int, Batch], batch_idx: int) -> None:
         """Accumulate the loss, the x1 cross-entropy and the likelihood bound of one evaluation
         batch, its noise seeded by the batch's global index ``k`` (``TextDataModule`` serves
         ``(k, batch)`` pairs; a plain batch has ``k = batch_idx``): the same draws at every
-        validation and on any number of processes."""
+        validation and on any number of processes. Conditional batches score their responses."""
         k, batch = batch if isinstance(batch, (tuple, list)) else (batch_idx, batch)
+        batch, cond = unpack(batch)
         if batch.shape[0] == 0:  # a process with no batch of its own (EvalBatches)
             return
         batch_idx = int(k)
         gen = torch.Generator(batch.device).manual_seed(batch_idx)
-        out = self._loss(batch, gen)
+        out = self._loss(batch, gen, cond)
         self.val_loss.update(out.loss)
         if "x1_ce" in out.metrics:
             self.val_x1_ce.update(out.metrics["x1_ce"])
         if self.path.bound == FLOW_BOUND:
             if batch_idx < self.flow_bound_batches:  # an ODE solve per batch: the first only
-                self._update_flow_bound(batch, gen)
+                self._update_flow_bound(batch, gen, cond)
         elif self.path.bound is not None:
             # the bound itself, over all of [0, 1): one stratified point per sequence through the
             # path's bound_times (simplexdiff.eval.likelihood uses a grid of them per sequence)
             t, weight = self.path.bound_times(stratified_times(batch.shape[0], gen, batch.device))
-            nats = weight * self.path.sequence_bound(self.model, batch, t, gen).double()
-            self._update_bound(nats * batch.shape[1], batch)  # per token -> totals
+            nats = weight * self.path.sequence_bound(self.model, batch, t, gen, cond).double()
+            self._update_bound(nats * scored(batch, cond), batch, cond)  # per token -> totals
 
     flow_bound_batches: int = 1
     """Continuous paths: validation batches scored by the flow bound (an ODE solve each)."""
@@ -185,7 +220,9 @@ class DiffusionLM(L.LightningModule):
     """Continuous paths: midpoint steps of that ODE solve (``simplexdiff.eval.likelihood`` for
     the reported numbers)."""
 
-    def _update_flow_bound(self, batch: Tensor, generator: torch.Generator) -> None:
+    def _update_flow_bound(
+        self, batch: Tensor, generator: torch.Generator, cond: Condition | None = None
+    ) -> None:
         """``val/bpc`` of a continuous path: the dequantized flow bound (one draw per sequence).
         It differentiates the field, so it leaves ``inference_mode`` (Lightning's default for
         ``validate`` / ``test``) for the solve; the weights are not changed."""
@@ -196,15 +233,17 @@ class DiffusionLM(L.LightningModule):
                 batch.clone(),  # an inference tensor cannot enter autograd; its copy can
                 steps=self.flow_bound_steps,
                 generator=generator,
+                cond=cond,
             )
-        self._update_bound(nats, batch)
+        self._update_bound(nats, batch, cond)
 
-    def _update_bound(self, nats: Tensor, batch: Tensor) -> None:
-        """Add per-sequence bound totals ``nats`` ``[B]`` of ``batch`` to bits per token and,
-        with a tokenizer, bits per byte."""
-        self.val_bpc.update(nats, batch.numel())
+    def _update_bound(self, nats: Tensor, batch: Tensor, cond: Condition | None = None) -> None:
+        """Add per-sequence bound totals ``nats`` ``[B]`` of ``batch`` (of its responses, with
+        ``cond``) to bits per token and, with a tokenizer, bits per byte."""
+        self.val_bpc.update(nats, scored(batch, cond).sum())
         if self.tokenizer is not None:
-            self.val_bpb.update(nats, self.tokenizer.count_bytes(batch).sum())
+            where = None if cond is None else cond.free
+            self.val_bpb.update(nats, self.tokenizer.count_bytes(batch, where).sum())
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val")
@@ -281,6 +320,14 @@ class DiffusionLM(L.LightningModule):
             self.tokenizer = self.tokenizer or tokenizer
 
     # --- sampling ----------------------------------------------------------------------------
+    def trained_length(self) -> int:
+        """The sequence length the model was trained on (its data's ``seq_len``, else the
+        backbone's ``max_len``)."""
+        length = (self.data_config or {}).get("seq_len") or self.model.config().get("max_len")
+        if not length:
+            raise CheckpointError("the checkpoint records no sequence length: give a length")
+        return int(length)
+
     @torch.no_grad()
     def generate(
         self,
@@ -390,7 +437,8 @@ class DiffusionLM(L.LightningModule):
         hp = {
             k: v
             for k, v in ckpt.get("hyper_parameters", {}).items()
-            if k in ("lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio")
+            if k
+            in ("lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio", "prompt_dropout")
         }
         lm = cls(model=model, path=path, tokenizer=tok, **hp)
         lm.load_state_dict(ckpt["state_dict"])

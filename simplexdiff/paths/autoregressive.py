@@ -18,7 +18,15 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.paths.base import Denoiser, LossOutput, Path
+from simplexdiff.paths.base import (
+    Condition,
+    Denoiser,
+    LossOutput,
+    Path,
+    batch_mean,
+    cross_entropy,
+    free_mean,
+)
 from simplexdiff.paths.discrete import categorical
 
 
@@ -48,20 +56,28 @@ class Autoregressive(Path):
         return torch.cat([bos, state[:, :-1]], 1)
 
     def sequence_bound(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> Tensor:
-        """Exact NLL per token ``[B]`` (``t`` only passes through to the denoiser, which ignores it)."""
-        logits = denoiser(self.model_input(x1), t)
-        dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 logits
-        nll = torch.nn.functional.cross_entropy(
-            logits.to(dtype).flatten(0, -2), x1.flatten(), reduction="none"
-        )
-        return nll.view(x1.shape).mean(-1)
+        """Exact NLL per token ``[B]`` (``t`` only passes through to the denoiser, which ignores
+        it); with ``cond``, over the free positions: ``-log p(response | prompt)`` per response
+        token when the fixed positions are a prefix (the prompt)."""
+        logits = denoiser(self.model_input(self.denoiser_view(x1, cond)), t)
+        return free_mean(cross_entropy(logits, x1), cond)
 
     def training_loss(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> LossOutput:
-        loss = self.sequence_bound(denoiser, x1, t, generator).mean()
+        loss = batch_mean(self.sequence_bound(denoiser, x1, t, generator, cond), cond)
         return LossOutput(loss, {"nll": loss.detach()})
 
     # --- sampling ----------------------------------------------------------------------------

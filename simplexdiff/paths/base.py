@@ -23,6 +23,52 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
+class Condition:
+    """What a conditional batch holds fixed: ``fixed [B, L]`` (bool) marks prompt positions, held
+    at their clean tokens (never noised, never scored: the path's loss and bound are those of
+    ``-log p(free positions | fixed ones)``, per free token); ``hidden [B]`` (bool, optional) marks
+    rows whose fixed positions the denoiser sees as the path's null state instead (``Path.hide``:
+    prompt dropout, which trains the unconditional model of classifier-free guidance)."""
+
+    fixed: Tensor
+    hidden: Tensor | None = None
+
+    @classmethod
+    def prefix(cls, prompt_len: Tensor, length: int, hidden: Tensor | None = None) -> Condition:
+        """Prompts as the first ``prompt_len [B]`` positions of rows of ``length``."""
+        positions = torch.arange(length, device=prompt_len.device)
+        return cls(positions < prompt_len[:, None], hidden)
+
+    @property
+    def free(self) -> Tensor:
+        return ~self.fixed
+
+    def hidden_positions(self) -> Tensor | None:
+        """``[B, L]``: fixed positions of hidden rows (``None`` when no row is hidden)."""
+        if self.hidden is None or not bool(self.hidden.any()):
+            return None
+        return self.fixed & self.hidden[:, None].to(self.fixed.device)
+
+
+def free_mean(values: Tensor, cond: Condition | None) -> Tensor:
+    """Per-row mean of ``values [B, L]`` over the free positions (all of them without a
+    condition; 0 for a row without one)."""
+    if cond is None:
+        return values.mean(-1)
+    free = cond.free
+    return torch.where(free, values, 0).sum(-1) / free.sum(-1).clamp_min(1)
+
+
+def batch_mean(per_row: Tensor, cond: Condition | None) -> Tensor:
+    """Batch mean of per-row means over free positions, weighting each row by its free count:
+    the loss per free token of the batch (the plain mean without a condition)."""
+    if cond is None:
+        return per_row.mean()
+    count = cond.free.sum(-1).to(per_row.dtype)
+    return (per_row * count).sum() / count.sum().clamp_min(1)
+
+
+@dataclass
 class LossOutput:
     """A scalar training loss plus per-batch diagnostics (all float32 scalars)."""
 
@@ -81,16 +127,28 @@ class Path(ABC):
 
     @abstractmethod
     def training_loss(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> LossOutput:
-        """Loss of ``denoiser`` on clean ids ``x1 [B, L]`` noised to times ``t [B]``."""
+        """Loss of ``denoiser`` on clean ids ``x1 [B, L]`` noised to times ``t [B]``; with
+        ``cond``, of the free positions given the fixed ones, per free token."""
 
     def sequence_bound(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> Tensor:
         """Per-sequence estimate ``[B]`` (float32, nats per token) of the path's likelihood bound
-        from one time ``t [B]`` per sequence: unbiased for the bound when ``t ~ U[0, 1)``. The
-        training loss of a path with a bound and ``simplexdiff.eval.likelihood`` both use it."""
+        from one time ``t [B]`` per sequence: unbiased for the bound when ``t ~ U[0, 1)``; with
+        ``cond``, of ``-log p(free | fixed)`` per free token. The training loss of a path with a
+        bound and ``simplexdiff.eval.likelihood`` both use it."""
         raise ConfigError(f"no likelihood bound for {self.family} path {self.registry_name!r} yet")
 
     def bound_times(self, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,6 +181,23 @@ class Path(ABC):
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
         """Hold the positions where ``fixed`` is true at the clean tokens ``ids``."""
 
+    def hide(self, state: Tensor, where: Tensor) -> Tensor:
+        """The state with the positions ``where [B, L]`` set to the path's null state, "nothing
+        known": id ``V`` for id states (MASK of the masked path, BOS of the autoregressive one,
+        the backbone's spare embedding row for the uniform path). Classifier-free guidance's
+        unconditional prediction reads the prompt hidden so (LLaDA masks it)."""
+        return torch.where(where, self.vocab_size, state)
+
+    def conditioned(self, state: Tensor, x1: Tensor, cond: Condition | None) -> Tensor:
+        """A noisy ``state`` of clean ``x1`` with the fixed positions of ``cond`` at their clean
+        tokens (nothing changes without a condition)."""
+        return state if cond is None else self.clamp(state, cond.fixed, x1)
+
+    def denoiser_view(self, state: Tensor, cond: Condition | None) -> Tensor:
+        """The state the denoiser reads: hidden rows' prompts at the null state (``hide``)."""
+        where = None if cond is None else cond.hidden_positions()
+        return state if where is None else self.hide(state, where)
+
     def check_steps(self, free_positions: int, steps: int) -> None:
         """Refuse (``ConfigError``) a sampling run of ``steps`` steps that cannot fill
         ``free_positions`` positions per row; every step count suits most paths."""
@@ -133,6 +208,11 @@ class Path(ABC):
         """Token ids ``[B, L]`` read off a final state."""
 
 
-def cross_entropy(logits: Tensor, x1: Tensor) -> Tensor:
-    """Mean cross-entropy in nats over all positions, computed in float32."""
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), x1.flatten())
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-position cross-entropy ``[B, L]`` in nats of ``logits [B, L, V]`` against ids
+    ``targets [B, L]``, computed in float32 (float64 for float64 logits)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    ce = torch.nn.functional.cross_entropy(
+        logits.to(dtype).flatten(0, -2), targets.flatten(), reduction="none"
+    )
+    return ce.view(targets.shape)

@@ -34,7 +34,15 @@ from torch import Tensor
 
 from simplexdiff.errors import ConfigError
 from simplexdiff.geometry import dirichlet_ones, one_hot, project_to_simplex
-from simplexdiff.paths.base import Denoiser, LossOutput, Path, cross_entropy
+from simplexdiff.paths.base import (
+    Condition,
+    Denoiser,
+    LossOutput,
+    Path,
+    batch_mean,
+    cross_entropy,
+    free_mean,
+)
 from simplexdiff.paths.digits import DigitCode
 from simplexdiff.paths.discrete import categorical
 from simplexdiff.paths.schedules import SCHEDULES
@@ -103,6 +111,10 @@ class ContinuousPath(Path):
         width = self.model_vocab_size
         logits = denoiser(inputs.reshape(*inputs.shape[:-2], -1, width), t)
         return logits.reshape(*inputs.shape)
+
+    def per_position(self, where: Tensor) -> Tensor:
+        """A per-token mask ``[B, L]`` as a per-state-position one (``[B, L m]`` when split)."""
+        return where.repeat_interleave(self.digits.m, -1) if self.digits else where
 
     def _one_hot(self, ids: Tensor) -> Tensor:
         """One-hot vertices of ``ids`` ``[B, L]``: ``[B, L, V]``, or of their digits, ``[B, L m, b]``."""
@@ -174,25 +186,38 @@ class ContinuousPath(Path):
     def vertex(self, ids: Tensor) -> Tensor:
         """The state of a clean token (a vertex in the path's chart)."""
 
+    @abstractmethod
+    def barycenter(self) -> float:
+        """Each coordinate of the uniform distribution's point in the path's chart."""
+
     # --- training ----------------------------------------------------------------------------
     def training_times(self, u: Tensor) -> Tensor:
         """Times whose ``s = kappa(t)`` covers ``[0, 1 - t_eps)`` (``kappa`` is increasing)."""
         return u * self._t_max
 
     def training_loss(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> LossOutput:
+        """The objective's mean over positions (per digit when split); with ``cond`` the fixed
+        positions sit at their vertex (the sampler's clamp) and only the free ones are scored."""
         x0 = self.prior(*x1.shape, generator=generator, device=x1.device)
         s = self.schedule(t)[:, None]
         xt, ut = self.interpolate(x0, self.vertex(x1), s)
-        logits = self.denoise(denoiser, xt, t)
+        xt = self.conditioned(xt, x1, cond)
+        logits = self.denoise(denoiser, self.denoiser_view(xt, cond), t)
         targets = self.digits.to_digits(x1) if self.digits else x1
-        ce = cross_entropy(logits, targets)  # per digit when split
+        at = None if cond is None else Condition(self.per_position(cond.fixed))
+        ce = batch_mean(free_mean(cross_entropy(logits, targets), at), at)  # per digit, split
         x1_ce = ce.detach() * (self.digits.m if self.digits else 1)  # nats per token
         if self.objective == "ce":
             return LossOutput(ce, {"x1_ce": x1_ce})
         v = self.velocity(xt, logits, s)
-        fm = self.sq_norm(v - ut).mean()
+        fm = batch_mean(free_mean(self.sq_norm(v - ut), at), at)
         return LossOutput(fm, {"x1_ce": x1_ce, "fm_mse": fm.detach()})
 
     # --- sampling ----------------------------------------------------------------------------
@@ -209,9 +234,13 @@ class ContinuousPath(Path):
         return self.move(state, self.velocity(state, logits, s), s_next - s)
 
     def clamp(self, state: Tensor, fixed: Tensor, ids: Tensor) -> Tensor:
-        if self.digits is not None:
-            fixed = fixed.repeat_interleave(self.digits.m, -1)
-        return torch.where(fixed[..., None], self.vertex(ids).to(state.dtype), state)
+        return torch.where(
+            self.per_position(fixed)[..., None], self.vertex(ids).to(state.dtype), state
+        )
+
+    def hide(self, state: Tensor, where: Tensor) -> Tensor:
+        """The null state of a continuous path: the barycenter (the uniform distribution)."""
+        return torch.where(self.per_position(where)[..., None], self.barycenter(), state)
 
     def decode(self, state: Tensor) -> Tensor:
         return self.read(state)[0]
@@ -292,6 +321,9 @@ class FlatSimplexPath(ContinuousPath):
 
     def vertex(self, ids: Tensor) -> Tensor:
         return self._one_hot(ids)
+
+    def barycenter(self) -> float:
+        return 1 / self.dim
 
     def model_input(self, state: Tensor) -> Tensor:
         return state

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.paths.base import Denoiser, LossOutput, Path
+from simplexdiff.paths.base import Condition, Denoiser, LossOutput, Path, batch_mean, free_mean
 from simplexdiff.paths.schedules import SCHEDULES
 
 
@@ -86,11 +86,19 @@ class DiscretePath(Path):
         return 1 - (1 - v).square(), 2 * (1 - v)
 
     def sequence_bound(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> Tensor:
-        z = self.noise(x1, t, generator)
-        logits = denoiser(self.model_input(z), t)
-        return self.integrand(logits, z, x1, t).mean(-1) + self.prior_term()
+        """The NELBO estimate; with ``cond`` the forward process noises the free positions only
+        (a prompt stays clean, as in LLaDA's SFT) and the integrand is averaged over them: the
+        conditional NELBO of ``-log p(free | fixed)``, per free token."""
+        z = self.conditioned(self.noise(x1, t, generator), x1, cond)
+        logits = denoiser(self.model_input(self.denoiser_view(z, cond)), t)
+        return free_mean(self.integrand(logits, z, x1, t), cond) + self.prior_term()
 
     # --- training ----------------------------------------------------------------------------
     def training_times(self, u: Tensor) -> Tensor:
@@ -98,9 +106,14 @@ class DiscretePath(Path):
         return u * (1 - self.t_eps)
 
     def training_loss(
-        self, denoiser: Denoiser, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Denoiser,
+        x1: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+        cond: Condition | None = None,
     ) -> LossOutput:
-        loss = self.sequence_bound(denoiser, x1, t, generator).mean()
+        loss = batch_mean(self.sequence_bound(denoiser, x1, t, generator, cond), cond)
         return LossOutput(loss, {"nelbo": loss.detach()})
 
     # --- sampling ----------------------------------------------------------------------------

@@ -89,6 +89,9 @@ class FisherRao(ContinuousPath):
     def vertex(self, ids: Tensor) -> Tensor:
         return self._one_hot(ids)  # sqrt(e_k) = e_k
 
+    def barycenter(self) -> float:
+        return math.sqrt(1 / self.dim)
+
     def model_input(self, state: Tensor) -> Tensor:
         return to_simplex(state)
 

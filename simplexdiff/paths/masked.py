@@ -33,6 +33,7 @@ import math
 import torch
 from torch import Tensor
 
+from simplexdiff.paths.base import cross_entropy
 from simplexdiff.paths.discrete import DiscretePath, categorical, per_row
 
 
@@ -75,10 +76,7 @@ class Masked(DiscretePath):
         alpha, masked_prob, dalpha = self.alphas(t)
         # alpha' / (1 - alpha); at alpha = 1 nothing is masked and the weight is never used
         weight = torch.where(masked_prob > 0, dalpha / masked_prob.clamp_min(1e-300), 0.0)
-        dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 logits
-        ce = torch.nn.functional.cross_entropy(
-            logits.to(dtype).flatten(0, -2), x1.flatten(), reduction="none"
-        ).view(x1.shape)
+        ce = cross_entropy(logits, x1)
         return torch.where(z == self.mask_id, per_row(weight, ce).to(ce.dtype) * ce, 0.0)
 
     def ancestral_step(

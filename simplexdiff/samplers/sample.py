@@ -7,8 +7,9 @@
 * conditioning: a ``prompt`` prefix and an ``infill`` pattern (ids where held fixed, ``-1`` where
   generated); the path clamps conditioned positions (continuous paths: to their vertex) after
   every step, so they never change;
-* the x1 prediction handed to steps: ``temperature``, ``top_k``, ``top_p`` applied to the logits,
-  denoiser calls counted (``nfe``) and, for a caching sampler, reused while the state is unchanged;
+* the x1 prediction handed to steps: classifier-free guidance (``cfg``), then ``temperature``,
+  ``top_k``, ``top_p`` applied to the logits, denoiser calls counted (``nfe``) and, for a caching
+  sampler, reused while the state is unchanged;
 * the final decode: ``"argmax"`` of the final state, or ``"sample"``: a draw from the last
   prediction (continuous paths; discrete states are tokens already);
 * seeding: every draw comes from ``generator``, so a seed gives bit-identical samples.
@@ -39,10 +40,27 @@ class SampleOutput:
 
 
 class Predictor:
-    """Calls the denoiser on a state, shapes its logits, counts calls, optionally caches."""
+    """Calls the denoiser on a state, guides and shapes its logits, counts calls, optionally
+    caches.
 
-    def __init__(self, denoiser: Denoiser, path: Path, cache: bool, **shaping: Any) -> None:
+    Classifier-free guidance (Ho & Salimans 2022; for masked diffusion LLaDA, Nie et al. 2025,
+    eq. 16): with scale ``cfg = w > 0`` and the conditioned positions ``hidden``, the logits are
+    ``c + w (c - u)``, ``c`` the denoiser's logits of the state and ``u`` those of the state with
+    the conditioned positions hidden (``Path.hide``: MASK for masked diffusion, as LLaDA; the
+    barycenter for continuous paths, whose x1 prediction is so guided). Two denoiser calls per
+    prediction; ``cfg = 0`` is the unguided model, one call."""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        path: Path,
+        cache: bool,
+        cfg: float = 0.0,
+        hidden: Tensor | None = None,
+        **shaping: Any,
+    ) -> None:
         self.denoiser, self.path, self.cache, self.shaping = denoiser, path, cache, shaping
+        self.cfg, self.hidden = float(cfg), hidden
         self.calls = 0
         self.last_state: Tensor | None = None
         self.last_logits: Tensor | None = None
@@ -53,13 +71,17 @@ class Predictor:
             return self.last_logits  # type: ignore[return-value]
         times = torch.as_tensor(t, device=state.device, dtype=torch.float32).expand(state.shape[0])
         raw = self.path.denoise(self.denoiser, state, times)
+        self.calls += 1
+        if self.cfg:
+            hidden = self.path.hide(state, self.hidden)  # type: ignore[arg-type]
+            raw = raw + self.cfg * (raw - self.path.denoise(self.denoiser, hidden, times))
+            self.calls += 1
         if not torch.isfinite(raw).all():
             raise SamplingError(
                 f"the denoiser returned non-finite logits (NaN or inf) at t = {float(t):.4g}: "
                 "the model has diverged"
             )
         logits = shape_logits(raw, **self.shaping)
-        self.calls += 1
         self.last_state, self.last_logits, self.last_raw = state, logits, raw
         return logits
 
@@ -177,6 +199,7 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     return_trajectory: bool = False,
+    cfg: float = 0.0,
     **options: Any,
 ) -> SampleOutput:
     """Draw ``num_samples`` sequences of ``length`` tokens in ``steps`` steps of ``sampler``.
@@ -184,17 +207,22 @@ def sample(
     ``denoiser`` is any callable ``(inputs, t) -> logits [B, L, V]``; ``sampler=None`` takes the
     path's ``default_sampler``; ``options`` are the sampler's own (e.g. ``block_length`` for
     ``semi_ar``, ``threshold`` for ``confidence``). ``device`` defaults to the denoiser's.
+    ``cfg``: classifier-free guidance scale on the prompt / infill (``Predictor``; 0: none).
     """
     if device is None and isinstance(denoiser, torch.nn.Module):
         device = next(denoiser.parameters()).device
     fixed, fixed_ids = conditioning(path, num_samples, length, prompt, infill, device)
+    if not cfg >= 0:
+        raise ConfigError(f"cfg (the guidance scale) must be >= 0, got {cfg}")
+    if cfg and not fixed.any():
+        raise ConfigError("cfg guides on a prompt or infill: give one, or use cfg=0")
     free = int((~fixed).sum(-1).max()) if num_samples > 0 and length > 0 else 0
     chosen = check_request(
         denoiser, path, num_samples, length, steps, sampler, decode, temperature, top_k, top_p,
         options, free,
     )  # fmt: skip
     predict = Predictor(
-        denoiser, path, chosen.cache, temperature=temperature, top_k=top_k, top_p=top_p
+        denoiser, path, chosen.cache, cfg, fixed, temperature=temperature, top_k=top_k, top_p=top_p
     )
     ctx = StepContext(
         path=path,
