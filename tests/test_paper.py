@@ -46,6 +46,9 @@ def test_numbers_trace_to_the_json():
             assert "not evaluated" in text
     toy = json.loads((RESULTS / "toy_simplex.json").read_text())
     assert toy["published"]["source"] in text
+    for name in ("instruct", "reversal"):  # the conditional benchmarks' rows (section 3.10)
+        for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]:
+            assert f"| {r['family']} | {r['steps']} |" in text
 
 
 def _report() -> dict:
