@@ -10,7 +10,8 @@ own pinned core (``benchmarks/workers.py``), same backbone size, batch and seed.
 Reported per family: training steps, the conditional bound on the validation responses (bits per
 response token, ``val/bpc``: the path's own bound), and exact match of greedy (temperature 0)
 answers to the test split's 500 held-out prompts (autoregressive: one step per position; the
-others ``--steps`` steps of their default sampler).
+others ``--steps`` steps of their default sampler). A bound is "unavailable" where it is infinite:
+the flow bound's backward ODE left the prior's support (see ``tests/test_conditional.py``).
 
 Run: ``python benchmarks/instruct.py --budget-s 300 --jobs 2`` (writes
 ``benchmarks/results/instruct.{json,md}``).
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from workers import budget_recipe, run_families, write_report
+from workers import budget_recipe, run_families, source_commit, write_report
 
 import simplexdiff as sd
 from simplexdiff.cli import train
@@ -86,7 +87,7 @@ def markdown(report: dict) -> str:
         bound = r["val_bound_bits_per_response_token"]
         cells = " | ".join(f"{r['exact_match_by_task'][t]:.3f}" for t in tasks)
         lines.append(
-            f"| {r['family']} | {r['steps']} | {'n/a' if bound is None else f'{bound:.3f}'} | "
+            f"| {r['family']} | {r['steps']} | {'unavailable' if bound is None else f'{bound:.3f}'} | "
             f"{r['exact_match']:.3f} | {cells} |"
         )
     return "\n".join(lines) + "\n"
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", default="runs/instruct_bench")
     p.add_argument("--out", default="benchmarks/results/instruct")
     args = p.parse_args(argv)
+    commit = source_commit()  # the code that runs, before it runs
     runs = run_families(
         args.jobs, run_family, args.families, args.runs, args.budget_s, args.seed, args.steps
     )
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         "sampling_steps": args.steps,
         "runs": runs,
     }
-    write_report(args.out, report, markdown)
+    write_report(args.out, report, markdown, commit)
 
 
 if __name__ == "__main__":

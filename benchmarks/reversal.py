@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from workers import budget_recipe, run_families, write_report
+from workers import budget_recipe, run_families, source_commit, write_report
 
 import simplexdiff as sd
 from simplexdiff.cli import train
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     corpus = Path(args.runs) / "corpus"
     write_corpus(corpus, facts(args.pairs, args.seed))
     (corpus / "facts.json").write_text(json.dumps([args.pairs, args.seed]))
+    commit = source_commit()  # the code that runs, before it runs
     runs = run_families(
         args.jobs, run_family, args.families, str(corpus), args.runs, args.budget_s, args.seed,
         args.steps,
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "sampling_steps": args.steps,
         "runs": runs,
     }
-    write_report(args.out, report, markdown)
+    write_report(args.out, report, markdown, commit)
 
 
 if __name__ == "__main__":

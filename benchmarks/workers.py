@@ -103,21 +103,23 @@ def run_families(jobs: int, task, families, *args) -> list:
         return [f.result() for f in futures]
 
 
-def write_report(out: str | Path, report: dict, markdown) -> None:
-    """``report`` with its provenance (machine, versions, commit) as ``out.json``, and
-    ``markdown(report)`` as ``out.md`` (also printed)."""
+def write_report(out: str | Path, report: dict, markdown, commit: str) -> None:
+    """``report`` with its provenance (machine, versions, and ``commit``, the ``source_commit()``
+    taken when the run started) as ``out.json``, and ``markdown(report)`` as ``out.md`` (also
+    printed)."""
     import platform
 
-    from simplexdiff.cli import machine
+    from simplexdiff.cli import finite_or_null, machine
 
-    report |= {
+    report = report | {
         "machine": machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "commit": source_commit(),
+        "commit": commit,
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    report = finite_or_null(report)  # strict JSON: an infinite bound is null
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

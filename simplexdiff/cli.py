@@ -438,6 +438,7 @@ def eval_command(args: argparse.Namespace) -> dict:
     else:
         stats = dict(stats)
         settings |= stats.pop("settings", None) or {}
+        stats.pop("nats")  # per-sequence totals: the JSON keeps the aggregate
         results["bound"] = bound = stats.pop("bound")
         results["bound_name"] = BOUND_NAMES.get(bound, f"{bound} bound")
         results["metrics"] = {**stats, "ppl": math.exp(stats["nats_per_token"])}
