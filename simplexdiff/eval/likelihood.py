@@ -30,6 +30,7 @@ from simplexdiff.errors import ConfigError
 from simplexdiff.eval.flow_bound import flow_bound
 from simplexdiff.paths.base import Condition, Denoiser, Path
 from simplexdiff.paths.continuous import FLOW_BOUND
+from simplexdiff.samplers.sample import prompt_rows
 
 if TYPE_CHECKING:
     from simplexdiff.data.tokenizer import Tokenizer
@@ -149,15 +150,7 @@ def _prompt_groups(tokens: Tensor, prompt: Prompt, path: Path) -> list[tuple[Ten
     n = len(tokens)
     if prompt is None:
         return [(torch.arange(n, device=tokens.device), tokens, 0)]
-    if isinstance(prompt, (list, tuple)):
-        if len(prompt) != n:
-            raise ConfigError(f"{len(prompt)} prompts for {n} sequences: give one per row")
-        rows = [_ids(p, path, "prompt").flatten().to(tokens.device) for p in prompt]
-    else:
-        p = _ids(prompt, path, "prompt").to(tokens.device)
-        if p.ndim not in (1, 2) or (p.ndim == 2 and len(p) not in (1, n)):
-            raise ConfigError(f"prompt must be [P], [N, P] or a list of N prompts, got {p.shape}")
-        rows = list(p.expand(n, -1) if p.ndim == 2 else p.expand(n, len(p)))
+    rows = [_ids(r, path, "prompt") for r in prompt_rows(prompt, n, tokens.device)]
     groups = []
     for length in sorted({len(r) for r in rows}):
         index = torch.tensor([i for i, r in enumerate(rows) if len(r) == length], dtype=torch.long)

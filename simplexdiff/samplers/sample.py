@@ -113,6 +113,21 @@ def time_grid_for(steps: int, time_grid: Tensor | None, device: Any) -> Tensor:
     return grid
 
 
+def prompt_rows(prompt: Tensor | list[Tensor], n: int, device: Any = None) -> list[Tensor]:
+    """One prompt per row for ``n`` rows: ``prompt`` is one prefix for every row (``[P]``), one
+    per row (``[n, P]``), or a list of ``n`` prefixes of any lengths."""
+    if isinstance(prompt, (list, tuple)):
+        if len(prompt) != n:
+            raise ConfigError(f"{len(prompt)} prompts for {n} rows: give one per row")
+        return [torch.as_tensor(p, device=device).flatten() for p in prompt]
+    p = torch.as_tensor(prompt, device=device)
+    if p.ndim not in (1, 2) or (p.ndim == 2 and len(p) not in (1, n)):
+        raise ConfigError(
+            f"prompt must be [P], [n, P] or a list of n prompts, got {tuple(p.shape)}"
+        )
+    return list(p.expand(n, p.shape[-1]))
+
+
 def conditioning(
     path: Path,
     num_samples: int,
@@ -130,13 +145,7 @@ def conditioning(
         if infill.shape[-1] != length:
             raise ConfigError(f"infill has {infill.shape[-1]} positions, not length {length}")
         ids = infill.expand(num_samples, length).clone()
-    rows: list[Tensor] = []
-    if isinstance(prompt, (list, tuple)):
-        if len(prompt) != num_samples:
-            raise ConfigError(f"{len(prompt)} prompts for {num_samples} samples: give one per row")
-        rows = [torch.as_tensor(p, device=device).long().flatten() for p in prompt]
-    elif prompt is not None:
-        rows = list(torch.as_tensor(prompt, device=device).long().expand(num_samples, -1))
+    rows = [] if prompt is None else [r.long() for r in prompt_rows(prompt, num_samples, device)]
     for i, row in enumerate(rows):
         if len(row) > length:
             raise ConfigError(f"prompt of {len(row)} tokens is longer than length {length}")
