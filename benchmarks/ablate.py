@@ -91,6 +91,7 @@ class Protocol:
     overrides: list[str] = field(default_factory=list)  # applied to every row first
     eval: EvalSpec = field(default_factory=EvalSpec)
     frontier: FrontierSpec = field(default_factory=FrontierSpec)
+    reference: str | None = None  # the frontier's reference AR checkpoint, without an ar row
 
 
 def load_protocol(file: str | Path, overrides: list[str] = ()) -> Protocol:
@@ -111,6 +112,8 @@ def load_protocol(file: str | Path, overrides: list[str] = ()) -> Protocol:
     if min(counts) < 1:
         raise ConfigError("the protocol's eval and frontier counts must all be >= 1")
     budget(proto, Path("."))  # checks budget, points and warm-up
+    if proto.reference is not None and not Path(proto.reference).is_file():
+        raise ConfigError(f"the protocol's reference checkpoint {proto.reference} does not exist")
     if proto.budget_seconds not in proto.points:
         proto.points = sorted({*proto.points, proto.budget_seconds})  # the end is a point too
     for name, row in proto.rows.items():  # a bad row fails now, not in a worker
@@ -321,7 +324,7 @@ def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
                 f"== trained {run_key(run['row'], run['seed'])}: {run['steps']} steps", flush=True
             )
         ar = [k for k, r in report["runs"].items() if r.get("path", Path(r["recipe"]).stem) == "ar"]
-        reference = report["runs"][ar[0]]["points"][-1]["checkpoint"] if ar else None
+        reference = report["runs"][ar[0]]["points"][-1]["checkpoint"] if ar else proto.reference
         report["reference"] = reference
         todo = [k for k, r in report["runs"].items() if "frontier" not in r]
         futures = [workers.submit(score_task, proto, report["runs"][k], reference) for k in todo]

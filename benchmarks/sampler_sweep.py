@@ -29,7 +29,7 @@ from simplexdiff.eval.samples import draw_samples
 from simplexdiff.samplers import SAMPLERS as SAMPLER_REGISTRY
 
 SAMPLERS = {  # those that apply to the path are run
-    "continuous": ["euler", "midpoint"],
+    "continuous": ["euler", "midpoint", "grw"],
     "discrete": ["ancestral", "remask", "confidence"],
     "autoregressive": ["ancestral"],
 }

@@ -72,7 +72,14 @@ PUBLISHED = {
 }
 # Sampling steps per path: the continuous ODEs need more than the discrete chains (whose
 # positions are independent here, so any number of steps is exact for an exact denoiser).
-SAMPLE_STEPS = {"fisher_rao": 32, "linear": 32, "dirichlet": 16, "masked": 8, "uniform": 16}
+SAMPLE_STEPS = {
+    "fisher_rao": 32,
+    "linear": 32,
+    "dirichlet": 16,
+    "masked": 8,
+    "uniform": 16,
+    "rdlm": 32,
+}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -336,6 +343,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     p.add_argument("--out", default=None, help="JSON file (the PNG goes next to it)")
     p.add_argument("--replot", type=Path, help="only redraw the PNG of this results JSON")
+    p.add_argument(
+        "--add",
+        action="store_true",
+        help="merge these rows into the existing JSON (same settings; its other rows kept)",
+    )
     args = p.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
@@ -390,6 +402,14 @@ def main(argv: list[str] | None = None) -> None:
             )
     rows = [done[spec, k] for k in targets for spec in args.paths]
     total = time.perf_counter() - start
+    commands, machines = [" ".join(sys.argv)], [machine()]
+    if args.add and out.exists():  # keep the rows of paths not rerun, with their provenance
+        old = json.loads(out.read_text())
+        rows = [Row(**r) for r in old["rows"] if r["path"] not in args.paths] + rows
+        commands = [*old.get("commands", [old["command"]]), *commands]
+        machines = [*old.get("machines", [old["machine"]]), *machines]
+        refs = {int(k): (v["floor"], v["uniform_kl"]) for k, v in old["reference"].items()} | refs
+        total += old["total_seconds"]
     worst = {
         spec: max(r.kl_over_floor for r in rows if r.path == spec)
         for spec in dict.fromkeys(r.path for r in rows)
@@ -405,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         "target": args.target,
         "machine": machine(),
         "command": " ".join(sys.argv),
+        "commands": commands,
+        "machines": machines,  # of each command: the KL does not depend on it, the seconds do
         "settings": {
             **asdict(cfg),
             "length": LENGTH,

@@ -103,10 +103,11 @@ def project_to_orthant(x: Tensor) -> Tensor:
 
 
 def arccos_ratio(x: Tensor) -> Tensor:
-    """``theta / sin(theta)`` with ``theta = arccos(x)``, ``x`` clamped to ``[0, 1]``: smooth with
-    finite gradients up to ``x = 1`` (where ``arccos`` alone has an infinite derivative), through
-    its expansion ``1 + (1 - x) / 3`` there."""
-    x = x.clamp(0, 1)
+    """``theta / sin(theta)`` with ``theta = arccos(x)``, for ``x`` in ``[-1, 1]`` (the whole
+    sphere; clamped a hair above -1, where it diverges): smooth with finite gradients up to
+    ``x = 1`` (where ``arccos`` alone has an infinite derivative), through its expansion
+    ``1 + (1 - x) / 3`` there."""
+    x = x.clamp(-1 + 1e-7, 1)
     near = x > 1 - 1e-6
     safe = torch.where(near, torch.zeros_like(x), x)  # keeps NaN out of the unused branch's grad
     exact = torch.acos(safe) / torch.sqrt((1 - safe) * (1 + safe))
@@ -114,13 +115,15 @@ def arccos_ratio(x: Tensor) -> Tensor:
 
 
 def log_to_vertices(x: Tensor, weights: Tensor) -> Tensor:
-    """``sum_k w_k log_x(e_k)`` in O(V): the weighted mean of log maps to every vertex.
+    """``sum_k w_k log_x(e_k)`` in O(V): the weighted mean of log maps to every vertex (``weights``
+    may cover only the first vertices: the others get weight 0).
 
     With ``theta_k = arccos(x_k)``, ``log_x(e_k) = theta_k / sin(theta_k) * (e_k - x_k x)``, so the
     sum is ``c - <c, x> x`` with ``c_k = w_k theta_k / sin(theta_k)``. Used by the x1-prediction
     field ``v(x) = sum_k p(k | x) log_x(e_k) / (1 - t)`` (Davis et al. 2024).
     """
-    c = weights * arccos_ratio(x)
+    c = weights * arccos_ratio(x[..., : weights.shape[-1]])
+    c = torch.nn.functional.pad(c, (0, x.shape[-1] - c.shape[-1]))
     return c - (c * x).sum(-1, keepdim=True) * x
 
 

@@ -386,6 +386,7 @@ class DiffusionLM(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "model": self.model.config(),
             "path": self.path.config(),
+            "path_state": self.path.state(),
             "tokenizer": self.tokenizer.config() if self.tokenizer else None,
             "data": dm.config() if callable(getattr(dm, "config", None)) else self.data_config,
             "train_seed": self.train_seed,
@@ -399,6 +400,7 @@ class DiffusionLM(L.LightningModule):
         if spec is None:
             raise CheckpointError("not a simplexdiff checkpoint (no model or path config)")
         self.check_matches(spec)
+        self.path.load_state(spec.get("path_state"))
         self.train_seed = spec.get("train_seed")
 
     def check_matches(self, spec: dict[str, Any], source: str = "the checkpoint") -> None:
@@ -433,6 +435,7 @@ class DiffusionLM(L.LightningModule):
         spec = ckpt[CHECKPOINT_KEY]
         model = MODELS.build(**spec["model"])
         path = PATHS.build(**spec["path"])
+        path.load_state(spec.get("path_state"))
         tok = tokenizer_from_config(spec["tokenizer"]) if spec["tokenizer"] else None
         hp = {
             k: v

@@ -17,6 +17,7 @@ from simplexdiff.paths.discrete import DiscretePath
 from simplexdiff.paths.fisher_rao import FisherRao
 from simplexdiff.paths.linear import LinearSimplex
 from simplexdiff.paths.masked import Masked
+from simplexdiff.paths.rdlm import RDLM
 from simplexdiff.paths.uniform import Uniform
 from simplexdiff.registry import Registry
 
@@ -27,6 +28,7 @@ PATHS.register("linear")(LinearSimplex)
 PATHS.register("masked")(Masked)
 PATHS.register("uniform")(Uniform)
 PATHS.register("ar")(Autoregressive)
+PATHS.register("rdlm")(RDLM)
 
 
 def build(name: str, **kwargs: Any) -> Path:
@@ -51,6 +53,7 @@ __all__ = [
     "LossOutput",
     "Masked",
     "Path",
+    "RDLM",
     "Uniform",
     "available",
     "build",

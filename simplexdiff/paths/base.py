@@ -116,6 +116,14 @@ class Path(ABC):
     def _options(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size}
 
+    def state(self) -> dict[str, Any] | None:
+        """Data the path computed and a checkpoint must carry (``None``: nothing; RDLM: its
+        marginal tables); ``load_state`` puts it back."""
+        return None
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        return None
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
         return f"{type(self).__name__}({opts})"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -53,6 +53,8 @@ DEFAULT_T_EPS = {"ce": 1e-3, "fm": 5e-2}
 
 class ContinuousPath(Path):
     family = "continuous"
+    motion: ClassVar[str] = "flow"
+    """An ODE from the prior to data (the samplers ``euler`` and ``midpoint`` apply)."""
 
     def __init__(
         self,

@@ -66,7 +66,10 @@ class Sampler:
     cache: bool = False
 
     def fits(self, path: Path) -> bool:
-        return path.family in self.applies_to or path.registry_name in self.applies_to
+        """``applies_to`` names path families, path names, or a continuous path's ``motion``
+        (``"flow"``: an ODE, ``"diffusion"``: an SDE)."""
+        names = (path.family, path.registry_name, getattr(path, "motion", None))
+        return any(name in self.applies_to for name in names)
 
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")

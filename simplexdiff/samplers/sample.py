@@ -190,6 +190,7 @@ def check_request(
     return chosen
 
 
+@torch.no_grad()
 def sample(
     denoiser: Denoiser,
     path: Path,
@@ -217,6 +218,7 @@ def sample(
     path's ``default_sampler``; ``options`` are the sampler's own (e.g. ``block_length`` for
     ``semi_ar``, ``threshold`` for ``confidence``). ``device`` defaults to the denoiser's.
     ``cfg``: classifier-free guidance scale on the prompt / infill (``Predictor``; 0: none).
+    Runs without gradients (no graph of the steps is kept, whatever the denoiser's parameters).
     """
     if device is None and isinstance(denoiser, torch.nn.Module):
         device = next(denoiser.parameters()).device
