@@ -367,10 +367,10 @@ class RDLM(Path):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """One bridge step of the model's SDE from ``t`` to ``t_next`` (``sphere_bridge``):
-        ``X <- exp_X(a sum_k p_k log_X(e_k) + s P_X z)``."""
-        a, s = self.noise.step(t.double(), t_next.double())
-        x = state.double()
-        drift = log_to_vertices(x, torch.softmax(logits.double(), -1))
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = expmap(x, float(a) * drift + float(s) * proju(x, z))
-        return (x / x.norm(dim=-1, keepdim=True)).to(state.dtype)
+        ``X <- exp_X(a sum_k p_k log_X(e_k) + s P_X z)``, in the state's dtype (float32 while
+        sampling)."""
+        a, s = (float(c) for c in self.noise.step(t.double(), t_next.double()))
+        drift = log_to_vertices(state, torch.softmax(logits.to(state.dtype), -1))
+        z = torch.randn(state.shape, generator=generator, dtype=state.dtype, device=state.device)
+        x = expmap(state, a * drift + s * proju(state, z))
+        return x / x.norm(dim=-1, keepdim=True)
