@@ -75,7 +75,7 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"Frontier: {proto['frontier']['samples']} samples per cell from the final checkpoint, "
-        "measured under the protocol's AR row.",
+        f"measured under the reference AR model `{report.get('reference')}`.",
         "",
         "| row | seed | sampler | steps | NFE | ref-AR bpc | entropy | word validity | 2-gram KL |",
         "|---|---|---|---|---|---|---|---|---|",

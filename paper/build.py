@@ -32,12 +32,14 @@ FILES = {  # key -> file under the results folder
     "positions": "backbone_positions.json",
     "side": "text8_side_by_side_15min.json",
     "cpu": "cpu_text8.json",
+    "rdlm": "cpu_text8_rdlm.json",
     "gpu": "gpu_text8.json",
     "sweep": "text8_sampler_sweep.json",
     "throughput": "throughput.json",
     "shake": "cpu_shakespeare.json",
     "vocab_scaling": "vocab_scaling.json",
     "instruct": "instruct.json",
+    "time_profile": "time_profile.json",
     "reversal": "reversal.json",
 }
 QUALITY = ("unigram_entropy", "word_validity")  # sample metrics shown beside ref-AR bits/char
@@ -127,7 +129,7 @@ def protocols(d: dict[str, dict | None]) -> str:
         run += f"worker(s) x {s['torch_threads']} torch thread"
         ev = f"first {s['eval_sequences']} {s['split']} chunks; per-row settings in 3.3"
         rows.append(["side by side", s["machine"], run, ev])
-    for key in ("cpu", "gpu"):
+    for key in ("cpu", "rdlm", "gpu"):
         if r := d[key]:
             pr, ev = r["protocol"], r["protocol"]["eval"]
             run = f"{pr['budget_seconds']:g} s per row x seed; {pr['jobs']} at a time on "
@@ -281,6 +283,15 @@ def side_by_side(d: dict[str, dict | None], out: Path) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
+def reference_name(ref: str | None) -> str:
+    """``protocol/run`` of a reference checkpoint ``runs/ablate/<protocol>/<run>/points/<p>``
+    (no machine paths in the paper)."""
+    if ref is None:
+        return "none"
+    p = Path(ref)
+    return f"{p.parts[-4]}/{p.parts[-3]}" if p.parent.name == "points" else p.name
+
+
 def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
     """Learning curves and speed-quality frontier of a ``benchmarks/ablate.py`` report."""
     name = Path(FILES[key]).stem
@@ -338,7 +349,8 @@ def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
     parts += [
         f"Speed-quality frontier: {fr['samples']} samples per cell from each final checkpoint at "
         f"steps {num(fr['steps'])} with every sampler of the family, measured under the "
-        "protocol's AR row.",
+        f"reference AR model `{reference_name(rep.get('reference'))}` (the final checkpoint of an "
+        "`ar` row).",
         table(front_head, cells) if cells else "No frontier recorded yet.",
     ]
     if series:
@@ -454,6 +466,39 @@ def conditional(d: dict[str, dict | None]) -> str:
     return "\n\n".join(parts)
 
 
+def time_profile(d: dict[str, dict | None], out: Path) -> str:
+    """Per-time bound integrand and x1 cross-entropy of trained checkpoints."""
+    rep = d["time_profile"]
+    if rep is None:
+        return missing("time_profile", "`benchmarks/time_profile.py`")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from time_profile import plot
+
+    s = rep["settings"]
+    labels = [r["label"] for r in rep["checkpoints"]]
+    head = ["t"] + [f"{lab} {k}" for lab in labels for k in ("integrand", "x1 CE")]
+    rows = []
+    for i, t in enumerate(p["t"] for p in rep["checkpoints"][0]["profile"]):
+        cells = [f"{t:.4f}"]
+        for r in rep["checkpoints"]:
+            point = r["profile"][i]
+            cells += [
+                num(point[k]) if point[k] is not None else "-" for k in ("integrand", "x1_ce")
+            ]
+        rows.append(cells)
+    plot(rep, out / "fig_time_profile.png")
+    return "\n\n".join(
+        [
+            f"Per-time profile (`benchmarks/time_profile.py`, machine: {rep['machine']}) of the "
+            f"final checkpoints above on the first {s['sequences']} test chunks, nats per token: "
+            "the bound's integrand at $t$ (its integral over $t$ is the bound, less the end "
+            "terms) and the x1 cross-entropy at $t$ (continuous paths).",
+            table(head, rows),
+            "![Per-time profile](fig_time_profile.png)",
+        ]
+    )
+
+
 def provenance(results: Path) -> str:
     rows = []
     for name in FILES.values():
@@ -496,6 +541,8 @@ def build(out: Path, results: Path) -> None:
         "positions": positions(d, out),
         "side_by_side": side_by_side(d, out),
         "cpu_text8": ablation("cpu", d, out),
+        "cpu_text8_rdlm": ablation("rdlm", d, out),
+        "time_profile": time_profile(d, out),
         "gpu_text8": ablation("gpu", d, out),
         "sampler_sweep": sampler_sweep(d, out),
         "throughput": throughput(d),

@@ -28,9 +28,9 @@ V, PROMPT, LENGTH, BATCH = 8, 3, 6, 64
 PI = torch.randperm(V, generator=torch.Generator().manual_seed(99))
 Q, R = 0.5 + 0.5 / V, 0.5 / V
 TRUE_NATS = -(Q * math.log(Q) + (V - 1) * R * math.log(R)) / (LENGTH - PROMPT)
-FAMILIES = ["ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet"]
+FAMILIES = ["ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet", "rdlm"]
 STEPS = {"ar": 300, "masked": 400, "uniform": 400, "fisher_rao": 600, "linear": 600}
-STEPS["dirichlet"] = 600
+STEPS |= {"dirichlet": 600, "rdlm": 400}
 
 
 def rows(n: int, seed: int, keep: float = 0.5) -> torch.Tensor:
@@ -129,8 +129,9 @@ def test_the_prompt_is_neither_noised_nor_scored(name):
     path.training_loss(denoiser, x1, t, torch.Generator().manual_seed(0), cond)
     inputs = seen[0]
     if path.family == "continuous":
-        probs = inputs[:, :PROMPT]
-        assert torch.allclose(probs, torch.nn.functional.one_hot(x1[:, :PROMPT], V).float())
+        probs = inputs[:, :PROMPT]  # RDLM's states have a mask coordinate: width V + 1
+        vertex = torch.nn.functional.one_hot(x1[:, :PROMPT], probs.shape[-1]).float()
+        assert torch.allclose(probs, vertex)
     elif path.causal:
         assert torch.equal(inputs[:, 1 : PROMPT + 1], x1[:, :PROMPT])
     else:
@@ -191,7 +192,7 @@ def test_guidance_scale_zero_is_unguided_sampling_bit_for_bit(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["masked", "fisher_rao"])
+@pytest.mark.parametrize("name", ["masked", "fisher_rao", "rdlm"])
 def test_guidance_sharpens_towards_the_conditional_mode(name):
     """Trained with prompt dropout 0.2 on rows whose middle response token is ``pi(b)`` with
     probability 0.3 (else uniform: the mode has probability 0.3875), guided sampling draws the

@@ -19,7 +19,7 @@ with rotary positions (the default) and with learned absolute positions only
     fisher_rao  800    0.787 ± 0.008   0.702 ± 0.009
     linear      800    0.797 ± 0.007   0.661 ± 0.006
     dirichlet   800    0.716 ± 0.007   0.605 ± 0.007
-    rdlm        400    RDLMVAL
+    rdlm        400    0.748 ± 0.018   (not measured)
 
 With learned positions only, the test fails for masked (and, at 400 steps, for Fisher-Rao, 1.169,
 and linear, 1.129); AR (causal attention gives an implicit order) and uniform pass either way, and

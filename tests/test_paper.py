@@ -46,6 +46,10 @@ def test_numbers_trace_to_the_json():
             assert "not evaluated" in text
     toy = json.loads((RESULTS / "toy_simplex.json").read_text())
     assert toy["published"]["source"] in text
+    rdlm = json.loads((RESULTS / "cpu_text8_rdlm.json").read_text())  # section 3.11
+    for run in rdlm["runs"].values():
+        end = run["points"][-1]
+        assert f"{end['bpc']:.3f} ± {end['bpc_stderr']:.3f} ({end['step']})" in text
     for name in ("instruct", "reversal"):  # the conditional benchmarks' rows (section 3.10)
         for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]:
             assert f"| {r['family']} | {r['steps']} |" in text
