@@ -276,3 +276,23 @@ def test_tables_travel_in_the_path_state():
             torch.equal(a, b)
             for a, b in zip(path.table(kind).at(t), other.table(kind).at(t), strict=True)
         )
+
+
+def test_a_checkpoint_carries_the_tables(tmp_path, monkeypatch):
+    """A model saved by the module is read back with the tables it was trained with, even where
+    the cache holds different ones (nothing is recomputed or read from the cache)."""
+    path = sd.paths.build("rdlm", vocab_size=3)
+    model = sd.models.build("dit", vocab_size=3, d_model=16, n_layers=1, n_heads=2, max_len=4)
+    lm = sd.DiffusionLM(model=model, path=path)
+    ckpt = {"state_dict": lm.state_dict()}
+    lm.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "model.ckpt")
+    monkeypatch.setenv("SIMPLEXDIFF_CACHE", str(tmp_path / "empty"))
+    loaded = sd.DiffusionLM.load(tmp_path / "model.ckpt")
+    assert set(loaded.path._tables) == {"mask"}
+    t = torch.linspace(0, 1, 7)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(path.table("mask").at(t), loaded.path.table("mask").at(t), strict=True)
+    )
+    assert not (tmp_path / "empty").exists()
