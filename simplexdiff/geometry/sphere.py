@@ -123,7 +123,8 @@ def log_to_vertices(x: Tensor, weights: Tensor) -> Tensor:
     field ``v(x) = sum_k p(k | x) log_x(e_k) / (1 - t)`` (Davis et al. 2024).
     """
     c = weights * arccos_ratio(x[..., : weights.shape[-1]])
-    c = torch.nn.functional.pad(c, (0, x.shape[-1] - c.shape[-1]))
+    if c.shape[-1] < x.shape[-1]:  # no copy in the common case of one weight per vertex
+        c = torch.nn.functional.pad(c, (0, x.shape[-1] - c.shape[-1]))
     return c - (c * x).sum(-1, keepdim=True) * x
 
 

@@ -169,6 +169,11 @@ class RDLM(Path):
             x[: self.vocab_size] = 1 / math.sqrt(self.vocab_size)
         return x
 
+    def _groups(self, uniform: Tensor) -> list[tuple[str, Tensor]]:
+        """``(prior kind, its rows)`` for each prior point that some sequence starts from."""
+        pairs = (("mask", ~uniform), ("uniform", uniform))
+        return [(kind, rows) for kind, rows in pairs if rows.any()]
+
     def _prior_kinds(self, batch: int, generator: torch.Generator | None, device: Any) -> Tensor:
         """Per sequence: True where the prior point is the barycenter."""
         if self.prior_kind != "mixture":
@@ -237,9 +242,8 @@ class RDLM(Path):
         e, f = self._frame(x1, uniform, torch.float32)
         psi = torch.empty_like(t, dtype=torch.float64)
         rho = torch.empty_like(psi)
-        for kind, rows in (("mask", ~uniform), ("uniform", uniform)):
-            if rows.any():
-                psi[rows], rho[rows] = self.table(kind).at(t[rows])
+        for kind, rows in self._groups(uniform):
+            psi[rows], rho[rows] = self.table(kind).at(t[rows])
         psi, rho = psi.float()[:, None, None], rho.float()[:, None, None]
         mu = torch.cos(psi) * e + torch.sin(psi) * f
         xi = torch.randn(mu.shape, generator=generator, device=mu.device)
@@ -254,12 +258,11 @@ class RDLM(Path):
         times = t.double()[:, None].expand(x1.shape)
         yw = torch.empty((*x1.shape, 2), dtype=torch.float64, device=x1.device)
         r = torch.empty(x1.shape, dtype=torch.float64, device=x1.device)
-        for kind, rows in (("mask", ~uniform), ("uniform", uniform)):
-            if rows.any():
-                yw[rows], r[rows] = simulate(
-                    self.noise, self._cosine(kind), self.vocab_size, times[rows],
-                    self.sim_steps, generator,
-                )  # fmt: skip
+        for kind, rows in self._groups(uniform):
+            yw[rows], r[rows] = simulate(
+                self.noise, self._cosine(kind), self.vocab_size, times[rows], self.sim_steps,
+                generator,
+            )  # fmt: skip
         z = torch.randn(e.shape, generator=generator, dtype=e.dtype, device=e.device)
         u = z - (z * e).sum(-1, keepdim=True) * e - (z * f).sum(-1, keepdim=True) * f
         u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-300)
@@ -275,30 +278,33 @@ class RDLM(Path):
         scale = self.noise.gamma(t).square() / self.noise.beta(t) / 2
         return scale[:, None] * diff.square().sum(-1)
 
+    def _window_masses(self) -> tuple[float, float, float, list[float]]:
+        """``(left, right, end, masses)``: the window's step density has ``masses`` (before,
+        inside, after) on ``[0, left)``, ``[left, right)``, ``[right, end)``."""
+        left, right, floor = self.window  # type: ignore[misc]
+        end = 1 - self.t_eps
+        return left, right, end, [left * floor, right - left, (end - right) * floor]
+
     def training_times(self, u: Tensor) -> Tensor:
         """``[0, 1 - t_eps)`` uniformly, or by the window's step density."""
         end = 1 - self.t_eps
         if self.window is None:
             return u * end
-        left, right, floor = self.window
-        mass = torch.tensor([left * floor, right - left, (end - right) * floor])
-        edges = torch.cumsum(mass, 0) / mass.sum()
-        a, b = float(edges[0]), float(edges[1])
-        u = u.double()
-        inside = left + (u - a) / (b - a) * (right - left)
-        before = u / a * left if a > 0 else u
-        after = right + (u - b) / (1 - b) * (end - right)
-        return torch.where(u < a, before, torch.where(u < b, inside, after)).to(u.dtype)
+        left, right, end, mass = self._window_masses()
+        a, b = mass[0] / sum(mass), (mass[0] + mass[1]) / sum(mass)  # the density's CDF there
+        v = u.double()
+        inside = left + (v - a) / (b - a) * (right - left)
+        before = v / a * left if a > 0 else v
+        after = right + (v - b) / (1 - b) * (end - right)
+        return torch.where(v < a, before, torch.where(v < b, inside, after)).to(u.dtype)
 
     def time_weight(self, t: Tensor) -> Tensor:
         """``1 / (end * density(t))``: reweights window-drawn times to uniform ones."""
         if self.window is None:
             return torch.ones_like(t)
-        left, right, floor = self.window
-        end = 1 - self.t_eps
-        total = (left + end - right) * floor + right - left
+        left, right, end, mass = self._window_masses()
         inside = (t >= left) & (t < right)
-        return total / end / torch.where(inside, 1.0, floor)
+        return sum(mass) / end / torch.where(inside, 1.0, self.window[2])
 
     def training_loss(
         self,
@@ -347,7 +353,7 @@ class RDLM(Path):
         """Per sequence: the Girsanov integrand at ``t < 1``; at ``t = 1`` the decoder term
         ``-log p(x1 | X_T)`` (``bound_times`` weighs them); per free token, float32."""
         decoder = t >= 1
-        t = torch.where(decoder, 1 - self.t_eps, t.double()).to(torch.float64)
+        t = torch.where(decoder, 1 - self.t_eps, t.double())
         uniform = self._prior_kinds(x1.shape[0], generator, x1.device)
         xt = self.conditioned(self.simulated(x1, t, uniform, generator), x1, cond)
         logits = self.denoise(denoiser, self.denoiser_view(xt, cond), t.float())

@@ -147,6 +147,13 @@ def radial_step(
     return torch.stack([y, w], -1) / length[..., None], r / length
 
 
+def start(c: float, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The reduced coordinates of ``x0`` (``y = c``, ``w = sqrt(1 - c^2)``, ``r = 0``), shaped
+    and typed like ``like``."""
+    y = torch.full_like(like, c)
+    return torch.stack([y, torch.full_like(like, math.sqrt(1 - c * c))], -1), torch.zeros_like(y)
+
+
 def simulate(
     noise: GeometricNoise,
     c: float,
@@ -158,8 +165,7 @@ def simulate(
     """``(y, w)`` of ``X_t`` (float64, shaped like ``t``) started at ``x0`` with ``<x0, e> = c``:
     ``steps`` bridge steps on the uniform grid of ``[0, t]`` (one grid per entry of ``t``)."""
     t = t.double()
-    yw = torch.stack([torch.full_like(t, c), torch.full_like(t, math.sqrt(1 - c * c))], -1)
-    r = torch.zeros_like(t)
+    yw, r = start(c, t)
     for i in range(steps):
         a, s = noise.step(t * (i / steps), t * ((i + 1) / steps))
         yw, r = radial_step(yw, r, a, s, dim, generator)
@@ -173,7 +179,11 @@ def mean_cosine(rho: np.ndarray, dim: int) -> np.ndarray:
     r = np.linspace(law.ppf(1e-12), law.ppf(1 - 1e-12), 4001)
     w = law.pdf(r)
     w /= w.sum()
-    return np.cos(np.outer(rho, r)) @ w
+    rho = np.atleast_1d(rho)
+    # blocks of 1,000 values of rho: the same numbers, without a [len(rho), 4001] matrix at once
+    return np.concatenate(
+        [np.cos(np.outer(b, r)) @ w for b in np.array_split(rho, -(-len(rho) // 1000))]
+    )
 
 
 def spread_for(norm: np.ndarray, dim: int) -> np.ndarray:
@@ -240,8 +250,7 @@ def moments(spec: TableSpec) -> tuple[Tensor, Tensor]:
     noise = GeometricNoise(spec.beta_min, spec.beta_max)
     gen = torch.Generator().manual_seed(spec.seed)
     n = spec.paths
-    yw = torch.tensor([spec.c, math.sqrt(1 - spec.c**2)], dtype=torch.float64).repeat(n, 1)
-    r = torch.zeros(n, dtype=torch.float64)
+    yw, r = start(spec.c, torch.zeros(n, dtype=torch.float64))
     grid = torch.linspace(0, 1, (spec.points - 1) * spec.substeps + 1, dtype=torch.float64)
     means = [yw.mean(0)]
     for i in range(len(grid) - 1):
