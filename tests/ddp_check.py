@@ -48,27 +48,39 @@ for path in ("masked", "uniform", "ar", "fisher_rao"):
         enable_checkpointing=False,
     )
     results[path] = trainer.validate(lm, dm, verbose=False)[0]
+
+
+def fit(path: sd.paths.Path, steps: int) -> L.Trainer:
+    """Train a tiny backbone on ``path`` for ``steps`` steps under this script's strategy."""
+    L.seed_everything(0, verbose=False)
+    model = sd.models.build(
+        "dit", vocab_size=dm.tokenizer.vocab_size, d_model=16, n_layers=1, n_heads=2, max_len=16
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(sd.DiffusionLM(model, path), dm)
+    return trainer
+
+
 # training: each rank records the times it drew in its first two steps
 drawn = []
 path = sd.paths.build("masked", vocab_size=dm.tokenizer.vocab_size)
 orig = path.training_times
 path.training_times = lambda u: drawn.append(u.clone()) or orig(u)
-L.seed_everything(0, verbose=False)
-model = sd.models.build(
-    "dit", vocab_size=dm.tokenizer.vocab_size, d_model=16, n_layers=1, n_heads=2, max_len=16
-)
-trainer = L.Trainer(
-    accelerator="cpu",
-    devices=devices,
-    strategy="ddp" if devices > 1 else "auto",
-    max_steps=2,
-    limit_val_batches=0,
-    logger=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    enable_checkpointing=False,
-)
-trainer.fit(sd.DiffusionLM(model, path), dm)
+trainer = fit(path, 2)
 torch.save(drawn, out / f"times-{devices}-{trainer.global_rank}.pt")
+# the learned time warp: every rank fits it to the losses of the global batch
+path = sd.paths.build("fisher_rao", vocab_size=dm.tokenizer.vocab_size, warp={"bins": 4})
+trainer = fit(path, 3)
+torch.save(path.warp.state(), out / f"warp-{devices}-{trainer.global_rank}.pt")
 if trainer.is_global_zero:
     (out / f"val-{devices}.json").write_text(json.dumps(results))

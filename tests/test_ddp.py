@@ -91,3 +91,13 @@ def test_sigterm_to_one_process_stops_both_with_a_checkpoint(tmp_path):
     assert err.count("simplexdiff: stopped by SIGTERM") == 1  # said once, by rank 0
     assert f"simplexdiff: stopped by SIGTERM at step {step}: checkpoint " in err
     assert not (out / "version_0" / "results.json").exists()
+
+
+def test_every_rank_fits_the_time_warp_to_the_global_batch(runs):
+    rank0, rank1 = (torch.load(runs / f"warp-2-{r}.pt") for r in (0, 1))
+    alone = torch.load(runs / "warp-1-0.pt")
+    for key in ("sums", "counts"):
+        assert torch.equal(rank0[key], rank1[key]), key  # one warp, drawn from alike
+    decay = 0.99  # three steps of 16 sequences (2 x 8), of 8 alone
+    assert rank0["counts"].sum().item() == pytest.approx(16 * (1 + decay + decay**2))
+    assert alone["counts"].sum().item() == pytest.approx(8 * (1 + decay + decay**2))

@@ -101,6 +101,11 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+# options of the path where a case needs them: Fisher-Rao's learned time warp (4 bins: warped
+# draws from the first step on), whose fitted state a resumed run must restore
+OPTIONS = {"fisher_rao": {"warp": {"bins": 4}}}
+
+
 def fit(corpus, tmp: Path, path: str, ema: bool, ckpt_path=None, interrupt=None, seed=0):
     L.seed_everything(seed, verbose=False)
     dm = sd.data.TextDataModule(
@@ -111,8 +116,8 @@ def fit(corpus, tmp: Path, path: str, ema: bool, ckpt_path=None, interrupt=None,
         "causal" if causal else "dit", vocab_size=dm.tokenizer.vocab_size, d_model=16,
         n_layers=1, n_heads=2, max_len=16,
     )  # fmt: skip
-    lm = sd.DiffusionLM(model, sd.paths.build(path, vocab_size=dm.tokenizer.vocab_size), lr=3e-3,
-                        warmup_steps=2, tokenizer=dm.tokenizer)  # fmt: skip
+    built = sd.paths.build(path, vocab_size=dm.tokenizer.vocab_size, **OPTIONS.get(path, {}))
+    lm = sd.DiffusionLM(model, built, lr=3e-3, warmup_steps=2, tokenizer=dm.tokenizer)
     callbacks = [RunCheckpoint(tmp / "checkpoints")]
     callbacks += [EMAWeightAveraging(decay=0.9)] if ema else []
     callbacks += [SignalAt(interrupt)] if interrupt else []

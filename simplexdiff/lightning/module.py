@@ -177,11 +177,23 @@ class DiffusionLM(L.LightningModule):
             cond.hidden = torch.rand(batch.shape[0], device=batch.device) < (
                 self.hparams.prompt_dropout
             )
-        out = self.path.training_loss(self.model, batch, self.path.training_times(u), cond=cond)
+        tau = self.path.warp_times(u)
+        out = self.path.training_loss(self.model, batch, self.path.training_times(tau), cond=cond)
+        if self.path.warp is not None:
+            self._observe(tau, out.sequence_ce)
         self.log("train/loss", out.loss, prog_bar=True)
         for name, value in out.metrics.items():
             self.log(f"train/{name}", value)
         return out.loss
+
+    def _observe(self, tau: Tensor, sequence_ce: Tensor | None) -> None:
+        """Feed the learned time warp every process's times and losses of this micro-batch
+        (gathered, so every process fits the same warp and draws from it)."""
+        if sequence_ce is None:
+            return
+        if self.trainer.world_size > 1:
+            tau, sequence_ce = (self.all_gather(x).flatten() for x in (tau, sequence_ce))
+        self.path.observe(tau, sequence_ce)
 
     def validation_step(self, batch: Batch | tuple[int, Batch], batch_idx: int) -> None:
         self._score(batch, batch_idx)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
+from simplexdiff.paths.time_warp import TimeWarp
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """Any callable ``(inputs, t) -> logits [B, L, V]``; ``inputs`` are ids ``[B, L]`` or points
@@ -74,6 +75,9 @@ class LossOutput:
 
     loss: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    sequence_ce: Tensor | None = None
+    """Per-sequence x1 cross-entropy ``[B]`` (detached), where the path supplies it: the feedback
+    of a learned time warp (``Path.observe``)."""
 
 
 class Path(ABC):
@@ -87,6 +91,9 @@ class Path(ABC):
     flow_bound``), or ``None`` where the path has none yet."""
     default_sampler: ClassVar[str] = "euler"
     """The sampler ``generate`` and ``simplexdiff sample`` use when none is named."""
+
+    warp: TimeWarp | None = None
+    """CDCD's learned time warp (``time_warp.py``), where the path takes a ``warp`` option."""
 
     def __init__(self, vocab_size: int) -> None:
         if int(vocab_size) < 2:
@@ -114,15 +121,20 @@ class Path(ABC):
         return {"name": self.registry_name, **self._options()}
 
     def _options(self) -> dict[str, Any]:
-        return {"vocab_size": self.vocab_size}
+        return {
+            "vocab_size": self.vocab_size,
+            **({"warp": self.warp.config()} if self.warp else {}),
+        }
 
     def state(self) -> dict[str, Any] | None:
-        """Data the path computed and a checkpoint must carry (``None``: nothing; RDLM: its
-        marginal tables); ``load_state`` puts it back."""
-        return None
+        """Data the path computed or learned that a checkpoint must carry (``None``: nothing; a
+        learned time warp: its moving sums; RDLM: its marginal tables); ``load_state`` puts it
+        back."""
+        return {"time_warp": self.warp.state()} if self.warp else None
 
     def load_state(self, state: dict[str, Any] | None) -> None:
-        return None
+        if self.warp is not None and state and "time_warp" in state:
+            self.warp.load_state(state["time_warp"])
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
@@ -132,6 +144,17 @@ class Path(ABC):
     def training_times(self, u: Tensor) -> Tensor:
         """Map stratified uniforms ``u in [0, 1)`` to the times this path trains on."""
         return u
+
+    def warp_times(self, u: Tensor) -> Tensor:
+        """Training uniforms through the learned time warp (the identity without one); the
+        trainer calls ``training_times(warp_times(u))``, validation ``training_times(u)``."""
+        return u if self.warp is None else self.warp(u)
+
+    def observe(self, tau: Tensor, sequence_ce: Tensor | None) -> None:
+        """Training feedback for the learned time warp: the warped uniforms ``tau [N]`` of a
+        step (of every process) and their sequences' x1 cross-entropy."""
+        if self.warp is not None and sequence_ce is not None:
+            self.warp.observe(tau, sequence_ce)
 
     @abstractmethod
     def training_loss(

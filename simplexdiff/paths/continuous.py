@@ -9,6 +9,9 @@ conditional velocity ``u_t = d x_t / dt``. The denoiser predicts ``p(k | x_t)`` 
 * ``"fm"``: flow-matching regression ``||v(x_t) - u_t||_g^2`` in the path's metric (Fisher-Flow,
   Davis et al. 2024; SFM, Cheng et al. 2024).
 
+``warp`` (a dict of ``time_warp.TimeWarp``'s options, or ``true`` for its defaults) draws training
+times through CDCD's learned time warp, fitted online to the x1 cross-entropy.
+
 A ``schedule`` (see ``schedules.py``) reparametrises time: the state at ``t`` is the base path's at
 ``s = kappa(t)``; ``interpolate``, ``field`` and ``move`` work in ``s``, and an Euler step moves by
 ``kappa(t_next) - kappa(t)``. The FM loss is measured in ``s`` (``kappa'`` would only reweight it).
@@ -46,6 +49,7 @@ from simplexdiff.paths.base import (
 from simplexdiff.paths.digits import DigitCode
 from simplexdiff.paths.discrete import categorical
 from simplexdiff.paths.schedules import SCHEDULES
+from simplexdiff.paths.time_warp import TimeWarp
 
 OBJECTIVES = ("ce", "fm")
 DEFAULT_T_EPS = {"ce": 1e-3, "fm": 5e-2}
@@ -63,6 +67,7 @@ class ContinuousPath(Path):
         t_eps: float | None = None,
         schedule: str = "loglinear",
         split: dict[str, Any] | None = None,
+        warp: dict[str, Any] | bool | None = None,
     ) -> None:
         super().__init__(vocab_size)
         if objective not in OBJECTIVES:
@@ -83,6 +88,7 @@ class ContinuousPath(Path):
             self.digits = DigitCode(self.vocab_size, split["base"])
         self.dim = self.digits.base if self.digits else self.vocab_size
         """The dimension of each position's simplex: ``V``, or the digit base when split."""
+        self.warp = TimeWarp.build(warp)
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -214,13 +220,14 @@ class ContinuousPath(Path):
         logits = self.denoise(denoiser, self.denoiser_view(xt, cond), t)
         targets = self.digits.to_digits(x1) if self.digits else x1
         at = None if cond is None else Condition(self.per_position(cond.fixed))
-        ce = batch_mean(free_mean(cross_entropy(logits, targets), at), at)  # per digit, split
+        rows = free_mean(cross_entropy(logits, targets), at)  # per digit, split
+        ce = batch_mean(rows, at)
         x1_ce = ce.detach() * (self.digits.m if self.digits else 1)  # nats per token
         if self.objective == "ce":
-            return LossOutput(ce, {"x1_ce": x1_ce})
+            return LossOutput(ce, {"x1_ce": x1_ce}, rows.detach())
         v = self.velocity(xt, logits, s)
         fm = batch_mean(free_mean(self.sq_norm(v - ut), at), at)
-        return LossOutput(fm, {"x1_ce": x1_ce, "fm_mse": fm.detach()})
+        return LossOutput(fm, {"x1_ce": x1_ce, "fm_mse": fm.detach()}, rows.detach())
 
     # --- sampling ----------------------------------------------------------------------------
     def velocity(self, state: Tensor, logits: Tensor, s: Tensor) -> Tensor:

@@ -220,8 +220,9 @@ class DirichletPath(FlatSimplexPath):
         schedule: str = "loglinear",
         alpha_max: float = DEFAULT_ALPHA_MAX,
         split: dict[str, Any] | None = None,
+        warp: dict[str, Any] | bool | None = None,
     ) -> None:
-        super().__init__(vocab_size, objective, t_eps, schedule, split)
+        super().__init__(vocab_size, objective, t_eps, schedule, split, warp)
         if not 0 < alpha_max < math.inf:
             raise ConfigError(f"alpha_max must be positive and finite, got {alpha_max}")
         self.alpha_max = float(alpha_max)

@@ -23,7 +23,8 @@ orthant) and predicts ``p(k | X_t)``; the model's drift is ``gamma_t sum_k p_k l
   objective's expectation is unchanged while most steps train where the information is. RDLM's
   floor starves the late times on short runs: on the pairs task of ``tests/test_context.py``
   (400 steps, bound in log V) ``[0.3, 0.75]`` gave 8520 with floor 1e-4, 0.769 with 0.05, 0.725
-  with 0.2, and no window 0.736 (+- 0.011 each).
+  with 0.2, and no window 0.736 (+- 0.011 each). ``warp`` instead draws the training times
+  through CDCD's learned time warp (``time_warp.py``; it does not reweight).
 * **Bound** (``"nelbo"``): for one sequence ``x1`` and the model run to ``T = 1 - t_eps`` then
   decoded by its own prediction ``p(. | X_T)``,
 
@@ -68,6 +69,7 @@ from simplexdiff.paths.sphere_bridge import (
     marginal_table,
     simulate,
 )
+from simplexdiff.paths.time_warp import TimeWarp
 
 PRIORS = ("mask", "uniform", "mixture")
 OBJECTIVES = ("ce", "drift")
@@ -92,6 +94,7 @@ class RDLM(Path):
         t_eps: float = 1e-4,
         sim_steps: int = 64,
         window: list[float] | None = None,
+        warp: dict[str, Any] | bool | None = None,
     ) -> None:
         super().__init__(vocab_size)
         if objective not in OBJECTIVES:
@@ -112,6 +115,9 @@ class RDLM(Path):
                 )
             if not 0 < window[2] <= 1:
                 raise ConfigError(f"the window's floor must lie in (0, 1], got {window[2]}")
+        self.warp = TimeWarp.build(warp)
+        if window is not None and self.warp is not None:
+            raise ConfigError("window and warp both choose the training times: give one of them")
         self.objective, self.prior_kind, self.mix = objective, prior, float(mix)
         self.noise = GeometricNoise(float(beta_min), float(beta_max))
         self.t_eps, self.sim_steps, self.window = float(t_eps), int(sim_steps), window
@@ -153,12 +159,15 @@ class RDLM(Path):
 
     def state(self) -> dict[str, Any]:
         """The marginal tables (checkpoints carry them: a model is read with the approximation
-        it was trained with)."""
-        return {kind: self.table(kind).state() for kind in self._kinds()}
+        it was trained with) and the learned time warp's state."""
+        tables = {kind: self.table(kind).state() for kind in self._kinds()}
+        return {**(super().state() or {}), **tables}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
+        super().load_state(state)
         for kind, table in (state or {}).items():
-            self._tables[kind] = MarginalTable.from_state(table)
+            if kind in PRIORS:
+                self._tables[kind] = MarginalTable.from_state(table)
 
     # --- states ------------------------------------------------------------------------------
     def _prior_point(self, kind: str, device: Any, dtype: torch.dtype) -> Tensor:
@@ -323,9 +332,9 @@ class RDLM(Path):
         ce = free_mean(cross_entropy(logits, x1), cond)
         x1_ce = batch_mean(ce, cond).detach()
         if self.objective == "ce":
-            return LossOutput(batch_mean(weight * ce, cond), {"x1_ce": x1_ce})
+            return LossOutput(batch_mean(weight * ce, cond), {"x1_ce": x1_ce}, ce.detach())
         drift = free_mean(self.drift_error(xt, logits, x1, t), cond)
-        return LossOutput(batch_mean(weight * drift, cond), {"x1_ce": x1_ce})
+        return LossOutput(batch_mean(weight * drift, cond), {"x1_ce": x1_ce}, ce.detach())
 
     def bound_times(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """The share ``1/32`` of ``v`` (the top) goes to the decoder term (``t = 1``, weight 32);
