@@ -11,7 +11,10 @@ times ``t`` (a grid dense towards both ends), two curves in nats per token:
   (the denoising difficulty: ``log V`` where the state says nothing, 0 where it gives the token).
 
 The x1 cross-entropy says where training time is spent on a solved task (issue 13: uniform
-training times). Writes JSON and a PNG (log-scale integrand and x1 cross-entropy against ``t``).
+training times). Beside them, the density of the times the checkpoint's path trains on
+(``training_times(warp_times(u))`` for uniform ``u``: uniform, RDLM's window, or the learned time
+warp as the checkpoint left it). Writes JSON and a PNG (log-scale integrand, x1 cross-entropy and
+the training-time density against ``t``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ def grid(points: int) -> list[float]:
     """``points`` times in ``(0, 1)``, dense towards both ends (a logit-spaced grid)."""
     z = torch.linspace(-9, 9, points, dtype=torch.float64)
     return torch.sigmoid(z).tolist()
+
+
+def training_density(path: sd.paths.Path, times: list[float], bins: int = 100) -> list[float]:
+    """The density of the path's training times at ``times``: a histogram of ``bins`` equal
+    bins over ``[0, 1]`` of the times that 100,000 midpoint uniforms map to."""
+    u = (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
+    drawn = path.training_times(path.warp_times(u)).double()
+    density = torch.histc(drawn, bins, 0, 1) * bins / len(u)
+    index = (torch.tensor(times, dtype=torch.float64) * bins).long().clamp(0, bins - 1)
+    return density[index].tolist()
 
 
 @torch.no_grad()
@@ -61,6 +74,9 @@ def profile(file: str, points: int, sequences: int, batch: int, seed: int) -> di
                 "x1_ce": sum(x1_ce) / n if x1_ce else None,
             }
         )
+    density = training_density(path, [r["t"] for r in rows])
+    for r, d in zip(rows, density, strict=True):
+        r["train_density"] = d
     return {"checkpoint": file, "path": path.config(), "bound": path.bound, "profile": rows}
 
 
@@ -70,17 +86,20 @@ def plot(report: dict, file: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for r in report["checkpoints"]:
-        label = r["label"]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
+    for i, r in enumerate(report["checkpoints"]):
+        style = {"marker": "o", "ms": 2, "label": r["label"], "color": f"C{i}"}  # one per panel
         t = [p["t"] for p in r["profile"]]
         if r["profile"][0]["integrand"] is not None:
-            a.plot(t, [p["integrand"] for p in r["profile"]], marker="o", ms=2, label=label)
+            a.plot(t, [p["integrand"] for p in r["profile"]], **style)
         if r["profile"][0]["x1_ce"] is not None:  # the continuous paths
-            b.plot(t, [p["x1_ce"] for p in r["profile"]], marker="o", ms=2, label=label)
+            b.plot(t, [p["x1_ce"] for p in r["profile"]], **style)
+        if "train_density" in r["profile"][0]:
+            c.plot(t, [p["train_density"] for p in r["profile"]], **style)
     a.set(yscale="log", xlabel="t", ylabel="bound integrand (nats/token)", title="bound")
     b.set(xlabel="t", ylabel="x1 cross-entropy (nats/token)", title="denoising difficulty")
-    for ax in (a, b):
+    c.set(xlabel="t", ylabel="density", title="training times")
+    for ax in (a, b, c):
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(file, dpi=110)

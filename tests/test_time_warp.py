@@ -1,6 +1,9 @@
 """CDCD's learned time warp (``simplexdiff/paths/time_warp.py``): the draw's density against the
 closed form for a known loss curve, its edges, and its place in every continuous path."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -98,3 +101,25 @@ def test_bad_warp_options_are_refused():
         sd.paths.build("fisher_rao", vocab_size=5, warp={"floor": 0})
     with pytest.raises(ConfigError, match="window and warp"):
         sd.paths.build("rdlm", vocab_size=5, window=[0.3, 0.75], warp=True)
+
+
+def test_the_time_profile_reads_the_training_density():
+    """``benchmarks/time_profile.py``'s training-time density against the closed forms: uniform
+    on ``[0, 1 - t_eps)``, RDLM's window (density 1 inside, 0.2 outside, normalised), a warp."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from time_profile import training_density
+
+    at = [0.1, 0.5, 0.9]
+    plain = training_density(sd.paths.build("fisher_rao", vocab_size=5), at)
+    assert plain == pytest.approx([1 / 0.999] * 3, rel=1e-3)
+    window = sd.paths.build("rdlm", vocab_size=5, window=[0.3, 0.75, 0.2])
+    mass = 0.3 * 0.2 + 0.45 + (1 - 1e-4 - 0.75) * 0.2
+    assert training_density(window, at) == pytest.approx([0.2 / mass, 1 / mass, 0.2 / mass], 1e-2)
+    warped = sd.paths.build("linear", vocab_size=5, warp=True)
+    warped.warp = trained_warp()
+    # the warp's own density (t = 0.999 tau), on average over each half (histogram bins straddle
+    # the warp's)
+    for half in (0, 0.5):
+        t = torch.tensor([0.025 + 0.05 * i + half for i in range(10)])
+        exact = warped.warp.density(t / 0.999).mean().item() / 0.999
+        assert sum(training_density(warped, t.tolist())) / 10 == pytest.approx(exact, rel=0.03)
