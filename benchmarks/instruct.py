@@ -29,7 +29,7 @@ from workers import budget_recipe, run_families, source_commit, write_report
 import simplexdiff as sd
 from simplexdiff.cli import train
 
-FAMILIES = ("ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet")
+FAMILIES = ("ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet", "rdlm")
 ROW = 32
 
 

@@ -44,7 +44,7 @@ FORWARD = "The mentor of {a} is {b}."
 REVERSE = "{b} is the mentor of {a}."
 NAME = 5
 ROW = 32  # characters per row: a 29-character sentence and its EOS padding
-FAMILIES = ("ar", "masked", "uniform", "fisher_rao")
+FAMILIES = ("ar", "masked", "uniform", "fisher_rao", "rdlm")
 QUERIES = ("forward", "reverse_prompt", "reverse_infill", "control_reverse")
 
 
