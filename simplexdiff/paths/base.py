@@ -150,10 +150,10 @@ class Path(ABC):
         trainer calls ``training_times(warp_times(u))``, validation ``training_times(u)``."""
         return u if self.warp is None else self.warp(u)
 
-    def observe(self, tau: Tensor, sequence_ce: Tensor | None) -> None:
+    def observe(self, tau: Tensor, sequence_ce: Tensor) -> None:
         """Training feedback for the learned time warp: the warped uniforms ``tau [N]`` of a
         step (of every process) and their sequences' x1 cross-entropy."""
-        if self.warp is not None and sequence_ce is not None:
+        if self.warp is not None:
             self.warp.observe(tau, sequence_ce)
 
     @abstractmethod
