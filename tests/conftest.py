@@ -15,9 +15,15 @@ def cache_dir(tmp_path):
 
 @pytest.fixture(autouse=True, scope="session")
 def computed_cache(tmp_path_factory):
-    """Computed tables (RDLM's marginal approximation) go to one fresh folder per session: built
-    once, shared by the tests and the CLI runs they start, never written to the user's cache."""
+    """Computed tables (RDLM's marginal approximation) go to one fresh folder per test run: built
+    once, shared by the tests, the xdist workers (the cache writes each file atomically) and the
+    CLI runs they start, never written to the user's cache."""
     import os
 
-    os.environ["SIMPLEXDIFF_CACHE"] = str(tmp_path_factory.mktemp("computed"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder = root / "computed"
+    folder.mkdir(exist_ok=True)
+    os.environ["SIMPLEXDIFF_CACHE"] = str(folder)
     yield

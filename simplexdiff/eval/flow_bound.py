@@ -132,11 +132,10 @@ def flow_log_density(
         with torch.enable_grad():
             state = state.detach().requires_grad_(True)
             v = field(state, s)
-            div = torch.zeros(batch, **as64)
-            for u in _probes(path, state.detach(), exact, probes, generator):
-                u = u if free is None else u * free[..., None]
-                (vjp,) = torch.autograd.grad(v, state, u, retain_graph=True)
-                div += (vjp * u).sum((-2, -1))
+            u = torch.stack(list(_probes(path, state.detach(), exact, probes, generator, free)))
+            # every probe's vector-Jacobian product in one batched backward pass
+            (vjp,) = torch.autograd.grad(v, state, u, is_grads_batched=True)
+            div = (vjp * u).sum((0, -2, -1))
         return v.detach(), div if exact else div / probes
 
     # explicit midpoint for the state and for the divergence integral; the grid s = s* u^2 (u
@@ -163,20 +162,33 @@ def flow_log_density(
 
 
 def _probes(
-    path: ContinuousPath, state: Tensor, exact: bool, probes: int, generator: torch.Generator | None
+    path: ContinuousPath,
+    state: Tensor,
+    exact: bool,
+    probes: int,
+    generator: torch.Generator | None,
+    free: Tensor | None = None,
 ):
     """Tangent probes ``u`` with ``E[u u^T] = P`` (Hutchinson), or ``P e_i`` for every coordinate
-    ``i`` (exact: ``sum_i e_i^T P J P e_i = tr(P J P)``)."""
+    ``i`` (exact: ``sum_i e_i^T P J P e_i = tr(P J P)``), zero on held positions (``free``).
+    The exact probes skip positions no row moves (their terms are 0: the field is 0 there)."""
+    _, length, vocab = state.shape
+    moving = torch.ones(length, dtype=torch.bool) if free is None else free.any(0).cpu()
     if exact:
-        _, length, vocab = state.shape
         for i in range(length * vocab):
-            e = torch.zeros_like(state)
-            e[:, i // vocab, i % vocab] = 1.0
-            yield path.tangent(state, e)
+            if moving[i // vocab]:
+                e = torch.zeros_like(state)
+                e[:, i // vocab, i % vocab] = 1.0
+                yield _held(path.tangent(state, e), free)
         return
     for _ in range(probes):
         signs = torch.randint(0, 2, state.shape, generator=generator, device=state.device)
-        yield path.tangent(state, 2.0 * signs.to(state.dtype) - 1.0)
+        yield _held(path.tangent(state, 2.0 * signs.to(state.dtype) - 1.0), free)
+
+
+def _held(u: Tensor, free: Tensor | None) -> Tensor:
+    """``u`` with the held positions zeroed."""
+    return u if free is None else u * free[..., None]
 
 
 def _sum_free(values: Tensor, free: Tensor | None) -> Tensor:
