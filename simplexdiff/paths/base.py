@@ -45,8 +45,9 @@ class Condition:
         return ~self.fixed
 
     def hidden_positions(self) -> Tensor | None:
-        """``[B, L]``: fixed positions of hidden rows (``None`` when no row is hidden)."""
-        if self.hidden is None or not bool(self.hidden.any()):
+        """``[B, L]``: fixed positions of hidden rows (``None`` without ``hidden``; no check of
+        whether any row is hidden, which would cost a device sync every training step)."""
+        if self.hidden is None:
             return None
         return self.fixed & self.hidden[:, None].to(self.fixed.device)
 
