@@ -14,28 +14,29 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from simplexdiff.data import TextDataModule, resolve_corpus
 from simplexdiff.errors import CheckpointError, ConfigError, SimplexdiffError
-from simplexdiff.eval import exact_match, likelihood, sample_metrics, score_choices, train_reference
-from simplexdiff.eval.samples import draw_samples
-from simplexdiff.lightning import DiffusionLM
-from simplexdiff.lightning.checkpoint import RunCheckpoint
-from simplexdiff.lightning.module import CHECKPOINT_KEY, read_checkpoint
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS
 from simplexdiff.recipe import load_recipe
 from simplexdiff.samplers.sample import check_request
 
+if TYPE_CHECKING:  # Lightning, datasets and the evaluation code load when a command needs them,
+    import lightning as L  # so that --help and bad input answer in seconds
+
+    from simplexdiff.data import TextDataModule
+    from simplexdiff.lightning import DiffusionLM
+
 
 def build(cfg: DictConfig) -> tuple[TextDataModule, DiffusionLM]:
     """The data module and the LightningModule a recipe describes."""
+    from simplexdiff.data import TextDataModule
+    from simplexdiff.lightning import DiffusionLM
+
     dm = TextDataModule(**OmegaConf.to_container(cfg.data), seed=cfg.seed)
     vocab = dm.tokenizer.vocab_size
     path = PATHS.build(vocab_size=vocab, **OmegaConf.to_container(cfg.path))
@@ -73,6 +74,8 @@ def check_writable(out_dir: str) -> None:
 
 def check_resume(file: str, lm: DiffusionLM) -> None:
     """A checkpoint to resume from must exist and hold the recipe's path and model."""
+    from simplexdiff.lightning.module import CHECKPOINT_KEY, read_checkpoint
+
     lm.check_matches(read_checkpoint(file)[CHECKPOINT_KEY], f"resume checkpoint {file}")
 
 
@@ -127,6 +130,9 @@ def make_trainer(
     ``checkpoint_every`` steps (default: after every validation) and on SIGTERM / SIGINT
     (``RunCheckpoint``); EMA when ``ema_decay`` is set."""
     from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    from simplexdiff.lightning.checkpoint import RunCheckpoint
 
     tc = cfg.trainer
     callbacks = [
@@ -145,6 +151,8 @@ def make_trainer(
 
 
 def lightning_trainer(tc: DictConfig, callbacks: list, logger: Any, progress_bar: bool):
+    import lightning as L
+
     return L.Trainer(
         max_steps=tc.max_steps,
         max_time=tc.max_time,
@@ -168,7 +176,11 @@ def lightning_trainer(tc: DictConfig, callbacks: list, logger: Any, progress_bar
 def train(cfg: DictConfig) -> dict:
     """Fit, validate, save a checkpoint and print samples; returns the results it writes (on
     the global rank 0 of a multi-process run; the other processes return ``{}``)."""
+    import lightning as L
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from simplexdiff.eval import exact_match
 
     check_writable(cfg.out_dir)
     L.seed_everything(cfg.seed, verbose=False)
@@ -280,6 +292,8 @@ class Interrupted(Exception):
 
 
 def sample_command(args: argparse.Namespace) -> None:
+    from simplexdiff.lightning import DiffusionLM
+
     lm = DiffusionLM.load(args.checkpoint)
     if lm.tokenizer is None:
         raise CheckpointError(f"{args.checkpoint} carries no tokenizer to decode with")
@@ -328,6 +342,8 @@ def eval_data(
     config, else the ``results.json`` training wrote beside it), or the text file ``data``, cut
     into chunks of ``seq_len`` (default: the training ``seq_len``, else the model's ``max_len``),
     always read with the checkpoint's tokenizer."""
+    from simplexdiff.data import TextDataModule
+
     cfg = dict(lm.data_config or {})
     if not cfg:  # checkpoints written before the data config was stored
         for results in (Path(checkpoint).parent, Path(checkpoint).parent.parent):
@@ -368,6 +384,11 @@ def _row(label: str, value: str) -> str:
 def eval_command(args: argparse.Namespace) -> dict:
     """Score a checkpoint on the first ``--sequences`` chunks of a split with its strongest
     likelihood bound, optionally draw samples and measure them; print a table, write JSON."""
+    from simplexdiff.data import resolve_corpus
+    from simplexdiff.eval import likelihood, sample_metrics, train_reference
+    from simplexdiff.eval.samples import draw_samples
+    from simplexdiff.lightning import DiffusionLM
+
     for name in ("sequences", "samples"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name} must not be negative")
@@ -505,6 +526,8 @@ def read_choices(file: Path) -> list[dict]:
 def choices_command(args: argparse.Namespace, lm: DiffusionLM) -> dict:
     """Multiple choice (``--choices``): each question's choices scored by the conditional bound
     (``score_choices``), the most likely picked; prints accuracy, writes JSON."""
+    from simplexdiff.eval import score_choices
+
     file = Path(args.choices)
     questions = read_choices(file)
     length = args.seq_len or lm.trained_length()

@@ -144,7 +144,7 @@ def test_default_output_file_and_no_bound(trained, capsys, monkeypatch):
     def no_bound(*args, **kwargs):
         raise ConfigError("no likelihood bound for continuous path 'fisher_rao' yet")
 
-    monkeypatch.setattr("simplexdiff.cli.likelihood", no_bound)
+    monkeypatch.setattr("simplexdiff.eval.likelihood", no_bound)  # cli imports it per call
     code, printed, err = eval_cli(capsys, ckpts["masked"], "--sequences", 2)
     assert code == 0, err
     out = ckpts["masked"].with_name("final.eval-test.json")
