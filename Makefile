@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q -n auto  # one test process per core (pytest-xdist)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal  # one test process per core (pytest-xdist); slow tests first (tests/conftest.py), an idle worker takes queued tests from the other
 
 format: install
 	$(BIN)/ruff format .

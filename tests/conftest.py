@@ -27,3 +27,9 @@ def computed_cache(tmp_path_factory):
     folder.mkdir(exist_ok=True)
     os.environ["SIMPLEXDIFF_CACHE"] = str(folder)
     yield
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked ``slow`` first (stable otherwise): with one xdist worker per core, long tests
+    started early and short ones filling in at the end keep every core busy to the finish."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -35,6 +35,7 @@ def _ablate(*args: str, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_tiny_protocol_killed_and_rerun_finishes_without_retraining(tmp_path):
     out, runs = tmp_path / "tiny.json", tmp_path / "runs"
     args = (str(TINY), "jobs=1", "--out", str(out), "--runs", str(runs))
@@ -80,6 +81,7 @@ def test_tiny_protocol_killed_and_rerun_finishes_without_retraining(tmp_path):
     assert report["commit"] and report["machine"] and report["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_the_gpu_protocol_loads_and_bad_protocols_fail_in_one_line(tmp_path, capsys):
     sys.path.insert(0, str(SCRIPT.parent))
     try:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.slow  # processes of Lightning and gloo: tens of seconds
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,7 @@ def smooth_denoiser(vocab, seed=0):
     return denoiser
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTINUOUS)
 def test_flow_density_matches_forward_samples(name):
     """The change-of-variables log-density at ``s*`` against a histogram of prior draws pushed
@@ -121,6 +122,7 @@ def test_flow_density_matches_forward_samples(name):
     assert (hist[inner] / q[inner] - 1).abs().mean() < 0.05, hist / q
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTINUOUS)
 @pytest.mark.parametrize("vocab", [3, 5])
 def test_flow_density_integrates_to_one(name, vocab):
@@ -177,6 +179,7 @@ def draw(n, seed):
     ).view(n, LENGTH)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTINUOUS)
 def test_bound_is_above_the_entropy_and_improves_with_training(name):
     torch.manual_seed(0)

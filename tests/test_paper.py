@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "paper"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -22,6 +24,7 @@ def _outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in [folder / "paper.md", *folder.glob("fig_*.png")] if p.exists())
 
 
+@pytest.mark.slow
 def test_committed_paper_is_up_to_date(tmp_path):
     _build(tmp_path)
     built = _outputs(tmp_path)
@@ -123,6 +126,7 @@ def _report() -> dict:
     }
 
 
+@pytest.mark.slow
 def test_ablation_report_gets_tables_and_figures(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(RESULTS, results)

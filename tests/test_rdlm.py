@@ -106,6 +106,7 @@ def test_the_radial_reduction_is_the_walk_on_the_whole_sphere(vocab):
                 assert abs(float(ref.mean() - got.mean())) < 4 * se + 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab", [3, 27])
 @pytest.mark.parametrize("prior", ["mask", "uniform"])
 def test_the_approximate_marginal_matches_the_simulated_one(vocab, prior):

@@ -187,6 +187,7 @@ def start_and_signal(cmd, last: Path, signum: int, delay: float) -> subprocess.P
     return proc
 
 
+@pytest.mark.slow
 def test_cli_sigkill_then_resume_equals_the_uninterrupted_run(corpus, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = subprocess.run(train_cmd(corpus, tmp_path / "a"), cwd=ROOT, env=env,
@@ -207,6 +208,7 @@ def test_cli_sigkill_then_resume_equals_the_uninterrupted_run(corpus, tmp_path):
     assert len(after) > 10 and logged(b / "metrics.csv") == after
 
 
+@pytest.mark.slow
 def test_cli_sigterm_saves_and_exits_143(corpus, tmp_path):
     run = tmp_path / "run" / "version_0"
     proc = start_and_signal(train_cmd(corpus, tmp_path / "run"), run / "checkpoints" / "last.ckpt",
