@@ -138,6 +138,26 @@ def test_flow_density_integrates_to_one(name, vocab):
     assert abs(float(ratio.mean()) - 1) < 4 * se, (ratio.mean(), se)
 
 
+def test_exact_divergence_does_not_depend_on_how_probes_are_batched(monkeypatch):
+    """The exact divergence's probes go through batched backward passes of ``PROBE_CHUNK``;
+    any chunking gives the same log-density, and a state with every position held has none."""
+    import simplexdiff.eval.flow_bound as fb
+
+    path, den = sd.paths.build("fisher_rao", vocab_size=5), smooth_denoiser(5, seed=3)
+    x1 = torch.randint(0, 5, (3, 3), generator=torch.Generator().manual_seed(0))
+    s = torch.full((3, 1), 0.6, dtype=F64)
+    x0 = path.prior(3, 3, generator=torch.Generator().manual_seed(1)).double()
+    z, _ = path.interpolate(x0, path.vertex(x1).double(), s)
+    free = torch.tensor([[True, False, True], [True, True, True], [False, False, True]])
+    whole, _ = flow_log_density(den, path, z, 0.6, 4, divergence="exact", free=free)
+    monkeypatch.setattr(fb, "PROBE_CHUNK", 2)
+    chunked, _ = flow_log_density(den, path, z, 0.6, 4, divergence="exact", free=free)
+    assert torch.allclose(whole, chunked, rtol=0, atol=1e-12)
+    held = torch.zeros(3, 3, dtype=torch.bool)
+    none, _ = flow_log_density(den, path, z, 0.6, 4, divergence="exact", free=held)
+    assert torch.equal(none, torch.zeros(3, dtype=F64))
+
+
 @pytest.mark.parametrize("name", CONTINUOUS)
 def test_hutchinson_is_unbiased_for_the_divergence(name):
     path, den = sd.paths.build(name, vocab_size=5), smooth_denoiser(5, seed=3)

@@ -39,6 +39,7 @@ a finite number); their share is reported as ``prior_support_violations`` and sh
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -52,6 +53,8 @@ from simplexdiff.paths.continuous import FLOW_BOUND, ContinuousPath
 DIVERGENCES = ("auto", "exact", "hutchinson")
 EXACT_DIVERGENCE_MAX_DIM = 64
 """``divergence="auto"`` is exact when ``L * V`` is at most this, Hutchinson above."""
+PROBE_CHUNK = 64
+"""Probes per batched backward pass (memory grows with it: one gradient of the state each)."""
 
 
 def flow_bound(
@@ -132,10 +135,13 @@ def flow_log_density(
         with torch.enable_grad():
             state = state.detach().requires_grad_(True)
             v = field(state, s)
-            u = torch.stack(list(_probes(path, state.detach(), exact, probes, generator, free)))
-            # every probe's vector-Jacobian product in one batched backward pass
-            (vjp,) = torch.autograd.grad(v, state, u, is_grads_batched=True)
-            div = (vjp * u).sum((0, -2, -1))
+            div = torch.zeros(batch, **as64)
+            todo = _probes(path, state.detach(), exact, probes, generator, free)
+            # the probes' vector-Jacobian products, PROBE_CHUNK per batched backward pass
+            while chunk := list(itertools.islice(todo, PROBE_CHUNK)):
+                u = torch.stack(chunk)
+                (vjp,) = torch.autograd.grad(v, state, u, retain_graph=True, is_grads_batched=True)
+                div += (vjp * u).sum((0, -2, -1))
         return v.detach(), div if exact else div / probes
 
     # explicit midpoint for the state and for the divergence integral; the grid s = s* u^2 (u
