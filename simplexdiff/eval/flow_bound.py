@@ -178,9 +178,9 @@ def _probes(
     """Tangent probes ``u`` with ``E[u u^T] = P`` (Hutchinson), or ``P e_i`` for every coordinate
     ``i`` (exact: ``sum_i e_i^T P J P e_i = tr(P J P)``), zero on held positions (``free``).
     The exact probes skip positions no row moves (their terms are 0: the field is 0 there)."""
-    _, length, vocab = state.shape
-    moving = torch.ones(length, dtype=torch.bool) if free is None else free.any(0).cpu()
     if exact:
+        _, length, vocab = state.shape
+        moving = torch.ones(length, dtype=torch.bool) if free is None else free.any(0).cpu()
         for i in range(length * vocab):
             if moving[i // vocab]:
                 e = torch.zeros_like(state)
