@@ -4,7 +4,7 @@ then each family's strongest bound on the test split.
 
     python benchmarks/backbone_positions.py --steps 600 --jobs 2
 
-Every cell is ``--recipe`` (``recipes/quickstart.yaml``: DiT d128 x 3, seq 128, batch 32, lr 1e-3,
+Every cell is ``--recipe`` (``recipes/quickstart.yaml``: DiT d128 x 3, seq 128, batch 32, lr 2e-3,
 seed 0) with the path replaced by the family (``objective: ce`` for the continuous ones,
 ``model.name=causal`` for ``ar``), ``model.positions`` = ``learned`` or ``rotary``, ``--steps``
 steps, no wall-clock cap and the ``--set`` overrides (e.g. ``optim.lr=2e-3``, every cell alike).
