@@ -7,7 +7,7 @@ then each family's strongest bound on the test split.
 Every cell is ``--recipe`` (``recipes/quickstart.yaml``: DiT d128 x 3, seq 128, batch 32, lr 2e-3,
 seed 0) with the path replaced by the family (``objective: ce`` for the continuous ones,
 ``model.name=causal`` for ``ar``), ``model.positions`` = ``learned`` or ``rotary``, ``--steps``
-steps, no wall-clock cap and the ``--set`` overrides (e.g. ``optim.lr=2e-3``, every cell alike).
+steps, no wall-clock cap and the ``--set`` overrides (e.g. ``optim.lr=3e-3``, every cell alike).
 Scored with ``sd.eval.likelihood`` on the first ``--eval-sequences`` test chunks: NELBO with
 ``--num-t`` stratified times, the flow bound with ``--ode-steps`` midpoint steps and one Hutchinson
 probe, AR's exact NLL. Cells run in ``--jobs`` worker processes, each pinned to its own core with
