@@ -8,19 +8,28 @@ fp32 (or bf16 on CUDA) matmul peak of the same machine, all in one run. Also eac
 with every kind of positions (``backbones``: rotary, the default, against learned absolute ones),
 so the cost of the rotary embedding is measured in the same run. Writes JSON.
 
-    python benchmarks/throughput.py [--out benchmarks/results/throughput.json] [--repeats 5]
+Every comparison is timed in turns (``turns``): each round runs every contender once, in an order
+that alternates between rounds, and a ratio is the median of the per-round ratios, so drifting
+load (clock speed, a neighbour process) hits both sides of a ratio alike. On a CPU, run it pinned
+to one core with one thread and nothing else on that core, as the committed result was:
+
+    taskset -c 1 python benchmarks/throughput.py --threads 1 [--out ...] [--rounds 9]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from workers import source_commit
 
 import simplexdiff as sd
 from simplexdiff.cli import machine
@@ -41,7 +50,30 @@ def timed(fn, repeats: int, sync) -> float:
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
+
+
+def turns(fns: dict[str, Callable[[], None]], rounds: int, sync) -> dict[str, list[float]]:
+    """Seconds of each call of ``fns``, taken in turns: a warm-up call of each, then ``rounds``
+    rounds that call every function once, in forward order on even rounds and reversed on odd
+    ones (so none always runs first)."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            sync()
+            start = time.perf_counter()
+            fns[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """The median over rounds of ``num / den`` (both timed in the same rounds)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, sync, n: int = 2048) -> float:
@@ -56,10 +88,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--vocab", type=int, default=27)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=9, help="timing rounds per comparison")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--paths", nargs="*", default=None, help="default: every registered path")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
@@ -93,14 +130,16 @@ def main() -> None:
 
     backbones = []
     for backbone in ("dit", "causal"):
-        for positions in POSITIONS:
-            _, bare = backbone_step(backbone, x1, positions)
-            flops, bare_t = flops_of(bare), min(timed(bare, args.repeats, sync) for _ in range(3))
+        bares = {pos: backbone_step(backbone, x1, pos)[1] for pos in POSITIONS}
+        times = turns(bares, args.rounds, sync)
+        for positions, bare in bares.items():
+            flops, bare_t = flops_of(bare), statistics.median(times[positions])
             backbones.append(
                 {
                     "backbone": backbone,
                     "positions": positions,
                     "bare_step_s": bare_t,
+                    "over_rotary": median_ratio(times[positions], times["rotary"]),
                     "flops_per_step": flops,
                     "achieved_flops_per_s": flops / bare_t,
                     "share_of_matmul_peak": flops / bare_t / peak,
@@ -126,19 +165,15 @@ def main() -> None:
             loss.backward()
 
         flops = flops_of(bare)
-        # interleave the two measurements so drifting machine load hits both alike
-        bare_s, step_s = [], []
-        for _ in range(3):
-            bare_s.append(timed(bare, args.repeats, sync))
-            step_s.append(timed(step, args.repeats, sync))
-        bare_t, step_t = min(bare_s), min(step_s)
+        times = turns({"bare": bare, "step": step}, args.rounds, sync)
+        bare_t, step_t = statistics.median(times["bare"]), statistics.median(times["step"])
         tokens = args.batch * args.seq
         row = {
             "path": name,
             "backbone": backbone,
             "bare_step_s": bare_t,
             "train_step_s": step_t,
-            "step_over_bare": step_t / bare_t,
+            "step_over_bare": median_ratio(times["step"], times["bare"]),
             "tokens_per_s": tokens / step_t,
             "bare_tokens_per_s": tokens / bare_t,
             "flops_per_step": flops,
@@ -157,6 +192,7 @@ def main() -> None:
             "node": platform.node(),
             "processor": platform.processor(),
             "threads": torch.get_num_threads(),
+            "cores": sorted(os.sched_getaffinity(0)),
             "device": str(device),
             "gpu": torch.cuda.get_device_name() if cuda else None,
             "torch": torch.__version__,
@@ -167,9 +203,11 @@ def main() -> None:
             "seq": args.seq,
             "vocab": args.vocab,
             "dtype": str(dtype),
-            "repeats": args.repeats,
+            "rounds": args.rounds,
+            "timing": "in turns, alternating order; medians; ratios are medians of per-round ratios",
             "seed": args.seed,
         },
+        "commit": source_commit(),
         "matmul_peak_flops_per_s": peak,
         "backbones": backbones,
         "paths": results,

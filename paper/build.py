@@ -144,7 +144,8 @@ def protocols(d: dict[str, dict | None]) -> str:
         rows.append(["sampler sweep", w["machine"], "side-by-side checkpoints", ev])
     if h := d["throughput"]:
         c = h["config"]
-        run = f"batch {c['batch']} x seq {c['seq']}, {c['repeats']} repeats"
+        threads = h["machine"]["threads"]
+        run = f"batch {c['batch']} x seq {c['seq']}, {c['rounds']} rounds in turns, {threads} thread(s)"
         rows.append(["throughput", h["machine"]["name"], run, "-"])
     return table(["experiment", "machine", "training compute", "evaluation"], rows)
 
@@ -410,9 +411,10 @@ def throughput(d: dict[str, dict | None]) -> str:
             b["backbone"],
             b["positions"],
             f"{b['bare_step_s']:.3f}",
+            f"{b['over_rotary']:.3f}",
             f"{b['share_of_matmul_peak']:.3f}",
         ]
-        for b in rep.get("backbones", [])
+        for b in rep["backbones"]
     ]
     return "\n\n".join(
         [
@@ -422,7 +424,9 @@ def throughput(d: dict[str, dict | None]) -> str:
                 ["path", "backbone", "train step s", "step / bare", "tokens/s", "share of peak"],
                 paths,
             ),
-            table(["backbone", "positions", "bare step s", "share of peak"], bones),
+            table(
+                ["backbone", "positions", "bare step s", "step / rotary", "share of peak"], bones
+            ),
         ]
     )
 
