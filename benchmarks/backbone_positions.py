@@ -25,6 +25,7 @@ from concurrent.futures import as_completed
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from workers import pinned_pool
 
 FAMILIES = ["ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet"]
@@ -32,27 +33,10 @@ POSITIONS = ["learned", "rotary"]
 CONTINUOUS = ["fisher_rao", "linear", "dirichlet"]
 
 
-def run_cell(family: str, positions: str, args: argparse.Namespace) -> dict:
-    """Train one cell (unless a finished run of it is in ``--runs``: a killed benchmark goes on
-    where it stopped), then score it."""
-    from simplexdiff.cli import train
+def cell_recipe(family: str, positions: str, args: argparse.Namespace) -> DictConfig:
+    """The recipe one cell trains: ``--recipe`` with the family, the positions, the step count
+    and the ``--set`` overrides."""
     from simplexdiff.recipe import load_recipe
-
-    done = sorted(Path(args.runs).glob(f"{family}-{positions}/version_*/final.ckpt"))
-    if done:
-        results = done[-1].with_name("results.json")
-        info = json.loads(results.read_text()) if results.exists() else {}
-        steps = torch.load(done[-1], weights_only=True)["global_step"]
-        row = {
-            "family": family,
-            "positions": positions,
-            "steps": steps,
-            "train_seconds": info.get("train_seconds"),
-            "checkpoint": str(done[-1]),
-            "seed": 0,
-            "samples": info.get("samples", [])[:2],
-        }
-        return score(row, args)
 
     overrides = [
         f"model.positions={positions}",
@@ -68,6 +52,42 @@ def run_cell(family: str, positions: str, args: argparse.Namespace) -> dict:
         overrides += ["model.name=causal", "sample.steps=128"]
     cfg = load_recipe(args.recipe, overrides)
     cfg.path = {"name": family, **({"objective": "ce"} if family in CONTINUOUS else {})}
+    return cfg
+
+
+def finished_run(cfg: DictConfig) -> Path | None:
+    """The newest finished run (``final.ckpt``) under ``cfg.out_dir`` that trained exactly
+    ``cfg`` (its saved ``recipe.yaml``), or None: a run of another recipe, steps or ``--set`` is
+    never reused."""
+    wanted = OmegaConf.to_container(cfg, resolve=True)
+    for ckpt in sorted(Path(cfg.out_dir).glob("version_*/final.ckpt"), reverse=True):
+        saved = ckpt.with_name("recipe.yaml")
+        if saved.exists() and OmegaConf.to_container(OmegaConf.load(saved)) == wanted:
+            return ckpt
+    return None
+
+
+def run_cell(family: str, positions: str, args: argparse.Namespace) -> dict:
+    """Train one cell (unless a finished run of the same recipe is in ``--runs``: a killed
+    benchmark goes on where it stopped), then score it."""
+    from simplexdiff.cli import train
+
+    cfg = cell_recipe(family, positions, args)
+    if done := finished_run(cfg):
+        results = done.with_name("results.json")
+        info = json.loads(results.read_text()) if results.exists() else {}
+        steps = torch.load(done, weights_only=True)["global_step"]
+        row = {
+            "family": family,
+            "positions": positions,
+            "steps": steps,
+            "train_seconds": info.get("train_seconds"),
+            "checkpoint": str(done),
+            "seed": cfg.seed,
+            "samples": info.get("samples", [])[:2],
+        }
+        return score(row, args)
+
     result = train(cfg)
     row = {
         "family": family,

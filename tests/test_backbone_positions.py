@@ -1,0 +1,42 @@
+"""``benchmarks/backbone_positions.py`` reuses a finished cell only when it trained the same
+recipe: a rerun with other ``--set`` overrides or steps into the same ``--runs`` trains anew."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import backbone_positions as bp  # noqa: E402
+
+
+def args(runs: Path, steps: int = 600, *overrides: str) -> argparse.Namespace:
+    recipe = str(ROOT / "recipes/quickstart.yaml")
+    return argparse.Namespace(runs=str(runs), steps=steps, set=list(overrides), recipe=recipe)
+
+
+def finish(cfg, version: int) -> Path:
+    """A run folder as ``train`` leaves it: the resolved recipe and a final checkpoint."""
+    run = Path(cfg.out_dir) / f"version_{version}"
+    run.mkdir(parents=True)
+    OmegaConf.save(cfg, run / "recipe.yaml")
+    (run / "final.ckpt").write_bytes(b"")
+    return run / "final.ckpt"
+
+
+def test_a_finished_cell_is_reused_only_for_the_same_recipe(tmp_path):
+    same = bp.cell_recipe("masked", "rotary", args(tmp_path))
+    assert bp.finished_run(same) is None
+    other_lr = bp.cell_recipe("masked", "rotary", args(tmp_path, 600, "optim.lr=3e-3"))
+    finish(other_lr, 0)
+    assert bp.finished_run(same) is None
+    assert bp.finished_run(bp.cell_recipe("masked", "rotary", args(tmp_path, 300))) is None
+    ckpt = finish(same, 1)
+    finish(other_lr, 2)  # a newer run of another recipe does not hide it
+    assert bp.finished_run(same) == ckpt
+    assert bp.finished_run(other_lr) == tmp_path / "masked-rotary/version_2/final.ckpt"
+    # the family and the positions are part of the recipe (and of the folder)
+    assert bp.cell_recipe("ar", "rotary", args(tmp_path)).model.name == "causal"
+    assert bp.finished_run(bp.cell_recipe("masked", "learned", args(tmp_path))) is None
