@@ -55,12 +55,13 @@ def test_models_registry_rebuilds_from_config():
     shift=st.integers(0, 50),
     head_dim=st.sampled_from([2, 8, 32]),
     seed=st.integers(0, 2**16),
+    halves=st.booleans(),
 )
-def test_rotary_scores_depend_on_relative_position_only(length, shift, head_dim, seed):
+def test_rotary_scores_depend_on_relative_position_only(length, shift, head_dim, seed, halves):
     """<R_l q, R_m k> = <R_{l+s} q, R_{m+s} k>, and each rotation keeps the norm."""
     g = torch.Generator().manual_seed(seed)
     q, k = torch.randn(2, 1, 1, 1, head_dim, generator=g).expand(2, 1, 1, length + shift, -1)
-    rope = Rotary(head_dim)(length + shift, torch.device("cpu"))
+    rope = Rotary(head_dim, halves=halves)(length + shift, torch.device("cpu"))
     rq, rk = rotate(q, rope)[0, 0], rotate(k, rope)[0, 0]
     scores = rq @ rk.T
     assert torch.allclose(scores[:length, :length], scores[shift:, shift:], atol=1e-4)
@@ -69,32 +70,61 @@ def test_rotary_scores_depend_on_relative_position_only(length, shift, head_dim,
         assert not torch.allclose(scores[0, 0], scores[0, 1], atol=1e-4)
 
 
-def test_rotary_is_multiplication_by_unit_complex_numbers():
-    """RoFormer's definition, written independently: channel pair ``(i, i + D/2)`` is the complex
-    number ``x_i + j x_{i+D/2}``, multiplied at position ``l`` by ``exp(j l base^(-2i/D))``."""
+@pytest.mark.parametrize("halves", [False, True])
+def test_rotary_is_multiplication_by_unit_complex_numbers(halves):
+    """RoFormer's definition, written independently: channel pair ``(2i, 2i + 1)`` (with
+    ``halves``: ``(i, i + D/2)``) is the complex number ``a + j b``, multiplied at position ``l``
+    by ``exp(j l base^(-2i/D))``."""
     head_dim, length = 8, 5
     x = torch.randn(2, 3, length, head_dim, dtype=torch.float64)
-    got = rotate(x, Rotary(head_dim)(length, torch.device("cpu")))
+    got = rotate(x, Rotary(head_dim, halves=halves)(length, torch.device("cpu")))
     freq = 10_000.0 ** (-torch.arange(head_dim // 2, dtype=torch.float64) * 2 / head_dim)
     angle = torch.arange(length, dtype=torch.float64)[:, None] * freq
-    z = torch.complex(x[..., : head_dim // 2], x[..., head_dim // 2 :]) * torch.polar(
-        torch.ones_like(angle), angle
+    a, b = (
+        (x[..., : head_dim // 2], x[..., head_dim // 2 :])
+        if halves
+        else (x[..., 0::2], x[..., 1::2])
     )
-    assert torch.allclose(got, torch.cat([z.real, z.imag], -1), atol=1e-6)
+    z = torch.complex(a, b) * torch.polar(torch.ones_like(angle), angle)
+    want = torch.cat([z.real, z.imag], -1) if halves else torch.stack([z.real, z.imag], -1)
+    assert torch.allclose(got, want.reshape(got.shape), atol=1e-6)
     assert got.dtype == x.dtype
+    # in bf16 the rotation is made in float32 and rounded once
+    low = rotate(x.bfloat16(), Rotary(head_dim, halves=halves)(length, torch.device("cpu")))
+    assert low.dtype == torch.bfloat16
+    wide = rotate(
+        x.bfloat16().float(), Rotary(head_dim, halves=halves)(length, torch.device("cpu"))
+    )
+    assert torch.equal(low, wide.bfloat16())
+
+
+def test_the_two_rotary_layouts_are_one_channel_permutation_apart():
+    """Rotating adjacent pairs equals rotating half-split pairs after moving channel ``2i`` to
+    ``i`` and ``2i + 1`` to ``i + D/2`` (and back): one family of models, two weight layouts."""
+    head_dim, length = 16, 7
+    x = torch.randn(3, 2, length, head_dim)
+    to_halves = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+    adjacent = rotate(x, Rotary(head_dim)(length, torch.device("cpu")))
+    halves = rotate(x[..., to_halves], Rotary(head_dim, halves=True)(length, torch.device("cpu")))
+    assert torch.allclose(adjacent[..., to_halves], halves, atol=1e-6)
+    assert not torch.allclose(adjacent, rotate(x, Rotary(head_dim, halves=True)(length, "cpu")))
 
 
 @pytest.mark.parametrize("name", ["dit", "causal"])
 def test_positions_option(name):
-    """Rotary (default) has no position parameters; learned ones are ``input.pos``. Both run
-    under bf16 autocast; an unknown kind is one ConfigError."""
+    """Rotary (default, or with half-split pairs) has no position parameters; learned ones are
+    ``input.pos``. All run under bf16 autocast; an unknown kind is one ConfigError."""
     rotary = sd.models.build(name, vocab_size=5, d_model=16, n_layers=1, n_heads=2, max_len=8)
     learned = sd.models.build(
         name, vocab_size=5, d_model=16, n_layers=1, n_heads=2, max_len=8, positions="learned"
     )
+    halves = sd.models.build(
+        name, vocab_size=5, d_model=16, n_layers=1, n_heads=2, max_len=8, positions="rotary_halves"
+    )
     assert "input.pos" not in rotary.state_dict() and "input.pos" in learned.state_dict()
+    assert rotary.state_dict().keys() == halves.state_dict().keys()
     assert rotary.config()["positions"] == "rotary"
-    for m in (rotary, learned):
+    for m in (rotary, halves, learned):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = m(torch.randint(0, 5, (2, 6)), torch.rand(2))
         assert out.dtype == torch.bfloat16 and out.isfinite().all()
@@ -104,15 +134,29 @@ def test_positions_option(name):
         sd.models.build(name, vocab_size=5, d_model=16, n_heads=3)
 
 
-def test_rotary_dit_tells_neighbours_from_far_positions():
+@pytest.mark.parametrize("positions", ["rotary", "rotary_halves", None])
+def test_rotary_dit_tells_neighbours_from_far_positions(positions):
     """With identical tokens everywhere but one, a rotary DiT's output at a position depends on
-    how far the odd token is; with no position information at all it could not."""
-    torch.manual_seed(0)
-    m = sd.models.DiT(vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_len=16)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+    how far the odd token is (at random weights, 4 draws); with no position information at all
+    (``None``: learned positions held at zero) it cannot: attention is permutation invariant."""
     base = torch.zeros(1, 16, dtype=torch.long)
     near, far = base.clone(), base.clone()
     near[0, 8], far[0, 14] = 1, 1
     t = torch.tensor([0.5])
-    assert not torch.allclose(m(near, t)[0, 7], m(far, t)[0, 7], atol=1e-3)
+    gaps = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        kind = positions or "learned"
+        m = sd.models.DiT(
+            vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_len=16, positions=kind
+        )
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        if positions is None:
+            torch.nn.init.zeros_(m.input.pos)
+        with torch.no_grad():
+            gaps.append(float((m(near, t)[0, 7] - m(far, t)[0, 7]).abs().max()))
+    if positions is None:
+        assert max(gaps) < 1e-5, gaps  # float rounding only
+    else:
+        assert max(gaps) > 1e-2, gaps

@@ -262,6 +262,27 @@ def test_load_from_checkpoint_validate_and_test_under_default_settings(corpus, t
     assert val["val/bpc"] != test["test/bpc"]  # two splits
 
 
+def test_checkpoints_before_format_2_keep_their_half_split_rotary_pairs(corpus, tmp_path):
+    """A checkpoint without ``format`` (written before 2) said ``positions="rotary"`` for the
+    half-split pairs: it loads as ``rotary_halves``, and resuming it into today's default
+    ``rotary`` is refused in one line naming the option."""
+    fit(corpus, tmp_path, "masked", ema=False)
+    ckpt = torch.load(tmp_path / "end.ckpt", weights_only=True)
+    assert ckpt["simplexdiff"]["format"] == 2
+    assert ckpt["simplexdiff"]["model"]["positions"] == "rotary"
+    del ckpt["simplexdiff"]["format"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = sd.DiffusionLM.load(tmp_path / "old.ckpt")
+    assert old.model.config()["positions"] == "rotary_halves"
+    now = sd.DiffusionLM.load(tmp_path / "end.ckpt")
+    assert now.model.config()["positions"] == "rotary"
+    with pytest.raises(
+        sd.errors.CheckpointError, match="positions='rotary_halves' \\(here 'rotary'\\)"
+    ):
+        now.check_matches(ckpt["simplexdiff"])
+    now.check_matches(torch.load(tmp_path / "end.ckpt", weights_only=True)["simplexdiff"])
+
+
 def test_a_trainer_that_would_never_validate_is_warned(corpus, tmp_path):
     dm = sd.data.TextDataModule(str(corpus), seq_len=16, batch_size=8, cache_dir=str(tmp_path))
     vocab = dm.tokenizer.vocab_size

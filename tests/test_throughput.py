@@ -35,10 +35,9 @@ def test_runs_end_to_end_at_a_tiny_size(tmp_path):
     rep = json.loads(out.read_text())
     assert [p["path"] for p in rep["paths"]] == ["masked"]
     assert {(b["backbone"], b["positions"]) for b in rep["backbones"]} == {
-        ("dit", "rotary"),
-        ("dit", "learned"),
-        ("causal", "rotary"),
-        ("causal", "learned"),
+        (backbone, positions)
+        for backbone in ("dit", "causal")
+        for positions in ("rotary", "rotary_halves", "learned")
     }
     assert rep["machine"]["threads"] == 1 and rep["config"]["rounds"] == 1
     assert all(b["over_rotary"] == 1.0 for b in rep["backbones"] if b["positions"] == "rotary")

@@ -30,6 +30,18 @@ from simplexdiff.paths.continuous import FLOW_BOUND
 from simplexdiff.samplers import SampleOutput, sample
 
 CHECKPOINT_KEY = "simplexdiff"
+CHECKPOINT_FORMAT = 2
+"""Format of the ``simplexdiff`` entry. 2: ``positions="rotary"`` pairs adjacent channels; in
+format 1 (no ``format`` key) it meant the half-split pairs, now ``"rotary_halves"``."""
+
+
+def model_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The model config of a checkpoint's ``simplexdiff`` entry in today's terms (format 1's
+    ``positions="rotary"`` is ``"rotary_halves"``: the same function of the same weights)."""
+    model = dict(spec["model"])
+    if spec.get("format", 1) < 2 and model.get("positions") == "rotary":
+        model["positions"] = "rotary_halves"
+    return model
 
 
 def stratified_times(
@@ -396,6 +408,7 @@ class DiffusionLM(L.LightningModule):
         data it was trained on (``TextDataModule.config()``; else ``data_config``, or ``None``)."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
         checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
             "model": self.model.config(),
             "path": self.path.config(),
             "path_state": self.path.state(),
@@ -423,8 +436,9 @@ class DiffusionLM(L.LightningModule):
                 f"vocabulary mismatch: {source} has {spec['path'].get('vocab_size')} symbols "
                 f"but this model (the data's tokenizer) has {self.path.vocab_size}"
             )
+        theirs_by_part = {"path": spec["path"], "model": model_config(spec)}
         for part, mine in (("path", self.path.config()), ("model", self.model.config())):
-            theirs = spec[part]
+            theirs = theirs_by_part[part]
             if theirs != mine:
                 diff = sorted(k for k in {**theirs, **mine} if theirs.get(k) != mine.get(k))
                 shown = ", ".join(f"{k}={theirs.get(k)!r} (here {mine.get(k)!r})" for k in diff)
@@ -445,7 +459,7 @@ class DiffusionLM(L.LightningModule):
         The state dict is the one Lightning saved, i.e. the EMA weights when EMA was on."""
         ckpt = read_checkpoint(file, map_location)
         spec = ckpt[CHECKPOINT_KEY]
-        model = MODELS.build(**spec["model"])
+        model = MODELS.build(**model_config(spec))
         path = PATHS.build(**spec["path"])
         path.load_state(spec.get("path_state"))
         tok = tokenizer_from_config(spec["tokenizer"]) if spec["tokenizer"] else None

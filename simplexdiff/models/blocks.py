@@ -6,12 +6,14 @@ A pre-norm block whose layer norms are modulated by a conditioning vector (adaLN
 identity. Without a condition (``cond_dim=None``) it is a plain pre-norm block.
 Attention is ``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient kernels
 where the device has them; no hard dependency on flash-attn). Positions enter as rotary embeddings of
-queries and keys (``Rotary``, the default) or as learned absolute vectors added to the input.
+queries and keys (``Rotary``: ``"rotary"``, the default, or ``"rotary_halves"``) or as learned
+absolute vectors added to the input (``"learned"``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,36 +37,56 @@ class TimeEmbedding(nn.Module):
         return self.mlp(torch.cat([angles.cos(), angles.sin()], -1))
 
 
-POSITIONS = ("rotary", "learned")
-Rope = tuple[Tensor, Tensor]  # (cos, sin) of the rotary angles, float32 [L, head_dim / 2]
+POSITIONS = ("rotary", "rotary_halves", "learned")
+
+
+class Rope(NamedTuple):
+    """The rotary angles of one sequence length, float32 ``[L, head_dim / 2]``, and how channels
+    pair up: ``halves`` pairs channel ``i`` with ``i + D/2`` (GPT-NeoX's layout), else ``2i`` with
+    ``2i + 1`` (RoFormer's)."""
+
+    cos: Tensor
+    sin: Tensor
+    halves: bool = False
 
 
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al. 2021, *RoFormer*), as in the text backbones of SEDD,
-    MDLM, Duo, RDLM and LLaDA. Channel pair ``(i, i + D/2)`` of each head's query and key at
-    position ``l`` is rotated by the angle ``l * base^(-2i/D)``; a score ``<R_l q, R_m k>`` then
-    depends on the positions only through ``l - m``. Angles are made in float32 on every call
-    (no buffer: nothing to cast under ``model.to(bf16)`` and nothing in the state dict)."""
+    MDLM, Duo, RDLM and LLaDA. Each channel pair ``(a, b)`` of a head's query and key at position
+    ``l`` is the complex number ``a + j b``, multiplied by ``exp(j l base^(-2i/D))`` for the
+    ``i``-th pair; a score ``<R_l q, R_m k>`` then depends on the positions only through ``l - m``.
+    Pairs are adjacent channels ``(2i, 2i + 1)`` as in RoFormer (one complex product, close to
+    the cost of learned positions; ``benchmarks/throughput.py`` times each kind), or with
+    ``halves=True`` the channels ``(i, i + D/2)`` (slower on a CPU: the halves are copied; what
+    ``"rotary"`` meant in checkpoints before format 2). The two layouts are the same family of
+    models up to a fixed permutation of the query and key channels.
+    Angles are made in float32 on every call (no buffer: nothing to cast under
+    ``model.to(bf16)`` and nothing in the state dict)."""
 
-    def __init__(self, head_dim: int, base: float = 10_000.0) -> None:
+    def __init__(self, head_dim: int, base: float = 10_000.0, halves: bool = False) -> None:
         super().__init__()
         if head_dim % 2:
             raise ConfigError(f"rotary positions need an even head size, got {head_dim}")
-        self.head_dim, self.base = head_dim, base
+        self.head_dim, self.base, self.halves = head_dim, base, halves
 
     def forward(self, length: int, device: torch.device) -> Rope:
         half = self.head_dim // 2
         inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
         angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
-        return angles.cos(), angles.sin()
+        return Rope(angles.cos(), angles.sin(), self.halves)
 
 
 def rotate(x: Tensor, rope: Rope) -> Tensor:
     """Queries or keys ``[..., L, D]`` (e.g. ``[B, H, L, D]``, or both stacked) rotated by
     ``rope``, computed in float32 (or wider) and returned in ``x.dtype``."""
-    cos, sin = rope
-    x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, -1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    if rope.halves:
+        x1, x2 = wide.chunk(2, -1)
+        turned = torch.cat([x1 * rope.cos - x2 * rope.sin, x2 * rope.cos + x1 * rope.sin], -1)
+    else:  # adjacent pairs as complex numbers: one fused product (no copies of the halves)
+        pairs = torch.view_as_complex(wide.unflatten(-1, (-1, 2)))
+        turned = torch.view_as_real(pairs * torch.complex(rope.cos, rope.sin)).flatten(-2)
+    return turned.to(x.dtype)
 
 
 class Block(nn.Module):
@@ -138,9 +160,10 @@ class TokenEmbedding(nn.Module):
 class SequenceInput(nn.Module):
     """What both backbones read first: ``TokenEmbedding`` with ``V + 1`` rows (id ``V`` is MASK or
     BOS) and the positions, refusing sequences longer than ``max_len``. ``positions="rotary"``
-    (default) returns the rotary angles for the attention (``Rotary``) and adds nothing to the
-    input; ``"learned"`` adds learned absolute vectors (init std 0.02, parameter ``pos``) and
-    returns no angles. Returns ``(embeddings [B, L, d], rope or None)``."""
+    (default; ``"rotary_halves"``: half-split channel pairs) returns the rotary angles for the
+    attention (``Rotary``) and adds nothing to the input; ``"learned"`` adds learned absolute
+    vectors (init std 0.02, parameter ``pos``) and returns no angles. Returns
+    ``(embeddings [B, L, d], rope or None)``."""
 
     def __init__(
         self, vocab_size: int, d_model: int, max_len: int, positions: str, n_heads: int
@@ -152,7 +175,9 @@ class SequenceInput(nn.Module):
             raise ConfigError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.max_len = max_len
         self.embed = TokenEmbedding(vocab_size + 1, d_model)
-        self.rotary = Rotary(d_model // n_heads) if positions == "rotary" else None
+        rotary = positions.startswith("rotary")
+        halves = positions == "rotary_halves"
+        self.rotary = Rotary(d_model // n_heads, halves=halves) if rotary else None
         if positions == "learned":
             self.pos = nn.Parameter(torch.zeros(max_len, d_model))
             nn.init.normal_(self.pos, std=0.02)

@@ -20,7 +20,8 @@ from simplexdiff.models.blocks import Block, SequenceInput, TimeEmbedding
 
 class DiT(nn.Module):
     """Diffusion transformer over token sequences (Peebles & Xie 2023, adapted to text as in
-    SEDD/MDLM): rotary positions (or learned ones, ``positions="learned"``), adaLN-Zero blocks,
+    SEDD/MDLM): rotary positions (``"rotary_halves"``: half-split channel pairs; or learned
+    ones, ``positions="learned"``), adaLN-Zero blocks,
     a modulated final norm and a linear head."""
 
     def __init__(
