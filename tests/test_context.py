@@ -8,27 +8,29 @@ its own bound (exact NLL, NELBO, dequantized flow bound) on held-out pairs must 
 ``0.85 log V``: most of the way from ``log V`` towards the truth. The continuous paths get 800
 steps (their flow bound is looser than a NELBO), the others 400.
 
-Measured (Intel Xeon, torch 2.13 CPU, one thread; bound in units of ``log V``, truth 0.5, ± 1 s.e.)
-with rotary positions (the default) and with learned absolute positions only
+Measured (AMD EPYC, torch 2.13 CPU, one thread; bound in units of ``log V``, truth 0.5, ± 1 s.e.)
+with rotary positions (the default, adjacent channel pairs), with the half-split pairs
+(``positions="rotary_halves"``, the default before) and with learned absolute positions only
 (``positions="learned"``, the backbone before issue 11), same seeds and budgets:
 
-    family      steps  rotary          learned
-    ar          400    0.505 ± 0.001   0.502 ± 0.001
-    masked      400    0.613 ± 0.009   0.985 ± 0.010   (fails)
-    uniform     400    0.643 ± 0.009   0.525 ± 0.008
-    fisher_rao  800    0.787 ± 0.008   0.702 ± 0.009
-    linear      800    0.797 ± 0.007   0.661 ± 0.006
-    dirichlet   800    0.716 ± 0.007   0.605 ± 0.007
-    rdlm        400    0.748 ± 0.018   (not measured)
+    family      steps  rotary          rotary_halves   learned
+    ar          400    0.506 ± 0.001   0.507 ± 0.001   0.502 ± 0.001
+    masked      400    0.630 ± 0.009   0.615 ± 0.009   0.953 ± 0.010   (fails)
+    uniform     400    0.652 ± 0.010   0.644 ± 0.010   0.521 ± 0.008
+    fisher_rao  800    0.792 ± 0.008   0.787 ± 0.008   0.702 ± 0.009
+    linear      800    0.786 ± 0.007   0.797 ± 0.007   0.661 ± 0.006
+    dirichlet   800    0.716 ± 0.007   0.716 ± 0.007   0.605 ± 0.007
+    rdlm        400    0.740 ± 0.017   0.748 ± 0.018   (not measured)
 
 With learned positions only, the test fails for masked (and, at 400 steps, for Fisher-Rao, 1.169,
-and linear, 1.129); AR (causal attention gives an implicit order) and uniform pass either way, and
-at 800 steps the continuous paths do better with learned positions than with rotary ones. This
-task is short (16 positions) and its pairs sit at fixed parities, which absolute positions
-encode directly, while rotary attention sees offsets only and must find each token's partner
-from content. On text (``benchmarks/results/backbone_positions.md``: text8, 128 positions) rotary
-wins for every family scored there, by 0.27 (AR, validation split) to 0.87 (masked) bits/char. A
-backbone without attention blocks fails it (``test_a_backbone_without_attention_fails``).
+and linear, 1.129, measured on an Intel Xeon); AR (causal attention gives an implicit order) and
+uniform pass either way, and at 800 steps the continuous paths do better with learned positions
+than with rotary ones. This task is short (16 positions) and its pairs sit at fixed parities,
+which absolute positions encode directly, while rotary attention sees offsets only and must find
+each token's partner from content. On text (``benchmarks/results/backbone_positions.md``: text8,
+128 positions) rotary wins for every family scored there, by 0.25 (AR, validation split) to 0.90
+(masked) bits/char. A backbone without attention blocks fails it
+(``test_a_backbone_without_attention_fails``).
 """
 
 import math
