@@ -160,3 +160,31 @@ def test_rotary_dit_tells_neighbours_from_far_positions(positions):
         assert max(gaps) < 1e-5, gaps  # float rounding only
     else:
         assert max(gaps) > 1e-2, gaps
+
+
+@pytest.mark.parametrize("name", ["dit", "causal"])
+def test_half_split_weights_permuted_give_the_same_model_with_adjacent_pairs(name):
+    """A ``rotary_halves`` backbone and a ``rotary`` one whose query and key rows are the same
+    weights moved from channel ``i`` / ``i + D/2`` to ``2i`` / ``2i + 1`` compute the same logits."""
+    heads, d_model = 2, 16
+    head_dim = d_model // heads
+    opts = dict(vocab_size=5, d_model=d_model, n_layers=2, n_heads=heads, max_len=12)
+    torch.manual_seed(0)
+    halves = sd.models.build(name, positions="rotary_halves", **opts)
+    for p in halves.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    to_halves = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+    where = torch.argsort(to_halves)  # adjacent channel c is half-split channel where[c]
+    rows = torch.cat(
+        [part * d_model + h * head_dim + (where if part < 2 else torch.arange(head_dim))
+         for part in range(3) for h in range(heads)]
+    )  # fmt: skip
+    state = {k: v[rows] if ".qkv." in k else v for k, v in halves.state_dict().items()}
+    adjacent = sd.models.build(name, positions="rotary", **opts)
+    adjacent.load_state_dict(state)
+    x, t = torch.randint(0, 5, (3, 12)), torch.rand(3)
+    with torch.no_grad():
+        assert torch.allclose(adjacent(x, t), halves(x, t), atol=1e-4)
+        unpermuted = sd.models.build(name, positions="rotary", **opts)
+        unpermuted.load_state_dict(halves.state_dict())
+        assert not torch.allclose(unpermuted(x, t), halves(x, t), atol=1e-2)
