@@ -248,9 +248,10 @@ def reference_bpc(
     tokens = sum(r["num_tokens"] for r in results)
     nats = sum(r["nats_per_token"] * r["num_tokens"] for r in results)
     bpc = nats / chars / math.log(2)
-    stderr = results[0]["bpc_stderr"] * tokens / chars if len(results) == 1 else float("nan")
     if len(results) == 1 and tokens == chars:  # exactly likelihood's numbers (x * n / n may
         bpc, stderr = results[0]["bpc"], results[0]["bpc_stderr"]  # be x's float neighbour)
+    else:
+        stderr = results[0]["bpc_stderr"] * tokens / chars if len(results) == 1 else float("nan")
     return {
         "bpc": bpc,
         "bpc_stderr": stderr,

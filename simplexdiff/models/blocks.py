@@ -42,12 +42,12 @@ POSITIONS = ("rotary", "rotary_halves", "learned")
 
 class Rope(NamedTuple):
     """The rotary angles of one sequence length, float32 ``[L, head_dim / 2]``, and how channels
-    pair up: ``halves`` pairs channel ``i`` with ``i + D/2`` (GPT-NeoX's layout), else ``2i`` with
-    ``2i + 1`` (RoFormer's)."""
+    pair up: with ``turn`` (``cos + j sin``, complex, made once per forward) channel ``2i`` with
+    ``2i + 1`` (RoFormer's layout); without, channel ``i`` with ``i + D/2`` (GPT-NeoX's)."""
 
     cos: Tensor
     sin: Tensor
-    halves: bool = False
+    turn: Tensor | None = None
 
 
 class Rotary(nn.Module):
@@ -73,19 +73,20 @@ class Rotary(nn.Module):
         half = self.head_dim // 2
         inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
         angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
-        return Rope(angles.cos(), angles.sin(), self.halves)
+        cos, sin = angles.cos(), angles.sin()
+        return Rope(cos, sin, None if self.halves else torch.complex(cos, sin))
 
 
 def rotate(x: Tensor, rope: Rope) -> Tensor:
     """Queries or keys ``[..., L, D]`` (e.g. ``[B, H, L, D]``, or both stacked) rotated by
     ``rope``, computed in float32 (or wider) and returned in ``x.dtype``."""
     wide = x.to(torch.promote_types(x.dtype, torch.float32))
-    if rope.halves:
+    if rope.turn is None:
         x1, x2 = wide.chunk(2, -1)
         turned = torch.cat([x1 * rope.cos - x2 * rope.sin, x2 * rope.cos + x1 * rope.sin], -1)
     else:  # adjacent pairs as complex numbers: one fused product (no copies of the halves)
         pairs = torch.view_as_complex(wide.unflatten(-1, (-1, 2)))
-        turned = torch.view_as_real(pairs * torch.complex(rope.cos, rope.sin)).flatten(-2)
+        turned = torch.view_as_real(pairs * rope.turn).flatten(-2)
     return turned.to(x.dtype)
 
 
