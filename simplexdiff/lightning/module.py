@@ -7,6 +7,7 @@ decay, validation metrics, checkpoints that rebuild without pickled code, and ``
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path as FsPath
 from typing import Any
@@ -36,9 +37,16 @@ format 1 (no ``format`` key) it meant the half-split pairs, now ``"rotary_halves
 
 
 def model_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """The model config of a checkpoint's ``simplexdiff`` entry in today's terms (format 1's
-    ``positions="rotary"`` is ``"rotary_halves"``: the same function of the same weights)."""
+    """The model config of a checkpoint's ``simplexdiff`` entry in today's terms: format 1's
+    ``positions="rotary"`` is ``"rotary_halves"`` (the same function of the same weights), and an
+    option the model gained after the checkpoint was written takes its default (new options
+    default to the old behaviour)."""
     model = dict(spec["model"])
+    if model.get("name") in MODELS:
+        defaults = inspect.signature(MODELS.get(model["name"])).parameters.values()
+        for option in defaults:
+            if option.default is not option.empty:
+                model.setdefault(option.name, option.default)
     if spec.get("format", 1) < 2 and model.get("positions") == "rotary":
         model["positions"] = "rotary_halves"
     return model

@@ -23,17 +23,20 @@ from simplexdiff.errors import ConfigError
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features of ``t in [0, 1]`` (frequencies up to 1000/2pi cycles) and an MLP."""
+    """Sinusoidal features of ``t in [0, 1]`` and an MLP: angles ``scale * t * f`` for ``n_freq / 2``
+    frequencies ``f`` spaced geometrically from 1 down to 1/1000. ``scale=1000`` (default) is
+    DiT's (``t`` in 1000 steps); SEDD and MDLM embed the noise level ``sigma`` (about 0 to 9),
+    which ``scale=10`` resembles."""
 
-    def __init__(self, dim: int, n_freq: int = 128) -> None:
+    def __init__(self, dim: int, n_freq: int = 128, scale: float = 1000.0) -> None:
         super().__init__()
-        self.n_freq = n_freq
+        self.n_freq, self.scale = n_freq, scale
         self.mlp = nn.Sequential(nn.Linear(n_freq, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
         half = self.n_freq // 2
         freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
-        angles = 1000.0 * t.float()[:, None] * freqs[None]
+        angles = self.scale * t.float()[:, None] * freqs[None]
         return self.mlp(torch.cat([angles.cos(), angles.sin()], -1))
 
 
@@ -91,7 +94,8 @@ def rotate(x: Tensor, rope: Rope) -> Tensor:
 
 
 class Block(nn.Module):
-    """Attention + MLP, each behind an (optionally modulated) layer norm and a residual."""
+    """Attention + MLP, each behind an (optionally modulated) layer norm and a residual; ``dropout``
+    acts on each branch's output before it joins the residual (as in MDLM's DiT blocks)."""
 
     def __init__(
         self,
@@ -105,7 +109,8 @@ class Block(nn.Module):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
+        self.n_heads, self.causal = n_heads, causal
+        self.drop = nn.Dropout(dropout)
         affine = cond_dim is None
         self.norm1 = nn.LayerNorm(d_model, elementwise_affine=affine)
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=affine)
@@ -129,18 +134,16 @@ class Block(nn.Module):
         # queries and keys rotated in one call: the same numbers as one at a time, half the kernels
         q, k = rotate(qkv[:2], rope) if rope is not None else qkv[:2]
         v = qkv[2]
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
-        )
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
 
     def forward(self, x: Tensor, cond: Tensor | None = None, rope: Rope | None = None) -> Tensor:
         if self.modulation is None:
             x = x + self.attention(self.norm1(x), rope)
-            return x + self.mlp(self.norm2(x))
+            return x + self.drop(self.mlp(self.norm2(x)))
         b1, s1, g1, b2, s2, g2 = self.modulation(F.silu(cond))[:, None].chunk(6, -1)
         x = x + g1 * self.attention(self.norm1(x) * (1 + s1) + b1, rope)
-        return x + g2 * self.mlp(self.norm2(x) * (1 + s2) + b2)
+        return x + g2 * self.drop(self.mlp(self.norm2(x) * (1 + s2) + b2))
 
 
 class TokenEmbedding(nn.Module):
@@ -156,6 +159,27 @@ class TokenEmbedding(nn.Module):
             v = inputs.shape[-1]
             return inputs.to(self.weight.dtype) @ self.weight[:v]
         return F.embedding(inputs, self.weight)
+
+
+class Readout(nn.Module):
+    """The ``V``-way output layer, ``logits = h W^T + b``: ``W`` its own ``[V, d]`` matrix,
+    zero-initialised as in DiT's final layer (every prediction starts uniform), or, tied to a
+    ``TokenEmbedding``, that embedding's first ``V`` rows (weight tying, Press & Wolf 2017, as in
+    GPT-2). The bias is always its own and starts at zero. Parameter names are ``weight`` and
+    ``bias`` (those of ``nn.Linear``); a tied head stores only ``bias``."""
+
+    def __init__(self, d_model: int, vocab_size: int, tied_to: TokenEmbedding | None = None):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.weight = (
+            None if tied_to is not None else nn.Parameter(torch.zeros(vocab_size, d_model))
+        )
+        self._tied = (tied_to,)  # in a tuple: not registered twice as a submodule
+
+    def forward(self, h: Tensor) -> Tensor:
+        weight = self.weight if self.weight is not None else self._tied[0].weight[: self.vocab_size]
+        return F.linear(h, weight, self.bias)
 
 
 class SequenceInput(nn.Module):

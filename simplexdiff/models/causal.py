@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from simplexdiff.models.blocks import Block, SequenceInput
+from simplexdiff.models.blocks import Block, Readout, SequenceInput
 
 
 class CausalTransformer(nn.Module):
@@ -33,6 +33,7 @@ class CausalTransformer(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         positions: str = "rotary",
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -44,6 +45,7 @@ class CausalTransformer(nn.Module):
             mlp_ratio=mlp_ratio,
             dropout=dropout,
             positions=positions,
+            tie_weights=tie_weights,
         )
         self.vocab_size, self.max_len = vocab_size, max_len
         self.input = SequenceInput(vocab_size, d_model, max_len, positions, n_heads)
@@ -52,9 +54,7 @@ class CausalTransformer(nn.Module):
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, vocab_size)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = Readout(d_model, vocab_size, self.input.embed if tie_weights else None)
 
     def config(self) -> dict[str, Any]:
         return {"name": "causal", **self.options}

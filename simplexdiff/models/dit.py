@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from simplexdiff.models.blocks import Block, SequenceInput, TimeEmbedding
+from simplexdiff.models.blocks import Block, Readout, SequenceInput, TimeEmbedding
 
 
 class DiT(nn.Module):
@@ -35,6 +35,8 @@ class DiT(nn.Module):
         dropout: float = 0.0,
         time_conditioning: bool = True,
         positions: str = "rotary",
+        tie_weights: bool = False,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -46,12 +48,14 @@ class DiT(nn.Module):
             mlp_ratio=mlp_ratio,
             dropout=dropout,
             positions=positions,
+            tie_weights=tie_weights,
+            time_scale=time_scale,
             time_conditioning=time_conditioning,
         )
         self.time_conditioned = time_conditioning
         self.vocab_size, self.max_len = vocab_size, max_len
         self.input = SequenceInput(vocab_size, d_model, max_len, positions, n_heads)
-        self.time = TimeEmbedding(d_model)
+        self.time = TimeEmbedding(d_model, scale=time_scale)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, mlp_ratio, dropout, cond_dim=d_model) for _ in range(n_layers)
         )
@@ -59,9 +63,7 @@ class DiT(nn.Module):
         self.final_modulation = nn.Linear(d_model, 2 * d_model)
         nn.init.zeros_(self.final_modulation.weight)
         nn.init.zeros_(self.final_modulation.bias)
-        self.head = nn.Linear(d_model, vocab_size)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = Readout(d_model, vocab_size, self.input.embed if tie_weights else None)
 
     def config(self) -> dict[str, Any]:
         return {"name": "dit", **self.options}
