@@ -1,23 +1,29 @@
-"""Rotary against learned absolute positions (issue 11): the quickstart config trained for a
-fixed number of steps with each family and each kind of positions, in one run on one machine,
-then each family's strongest bound on the test split.
+"""The backbone before and after issue 11, and each detail of it on its own: the quickstart config
+trained for a fixed number of steps with each family and each backbone, in one run on one machine,
+then each family's strongest bound on the test and validation splits.
 
     python benchmarks/backbone_positions.py --steps 600 --jobs 2
 
+A backbone is a named list of model overrides (``BACKBONES``): ``learned`` is the backbone issue 11
+started from (learned absolute positions, a zero-initialised head of its own), ``rotary`` today's
+defaults (rotary positions, the head tied to the token embedding), and the others today's defaults
+with one detail changed, as the anchors' text DiTs have it or had it here. A backbone whose
+overrides a family's model lacks (the causal AR model reads no time) is skipped for that family.
 Every cell is ``--recipe`` (``recipes/quickstart.yaml``: DiT d128 x 3, seq 128, batch 32, lr 2e-3,
 seed 0) with the path replaced by the family (``objective: ce`` for the continuous ones,
-``model.name=causal`` for ``ar``), ``model.positions`` = ``learned`` or ``rotary``, ``--steps``
-steps, no wall-clock cap and the ``--set`` overrides (e.g. ``optim.lr=3e-3``, every cell alike).
-Scored with ``sd.eval.likelihood`` on the first ``--eval-sequences`` test chunks: NELBO with
-``--num-t`` stratified times, the flow bound with ``--ode-steps`` midpoint steps and one Hutchinson
-probe, AR's exact NLL. Cells run in ``--jobs`` worker processes, each pinned to its own core with
-one torch thread; every cell seeds itself, so the numbers do not depend on ``--jobs``. Writes
-JSON and a Markdown table.
+``model.name=causal`` for ``ar``), the backbone's overrides, ``--steps`` steps, no wall-clock cap
+and the ``--set`` overrides (e.g. ``optim.lr=3e-3``, every cell alike). Scored with
+``sd.eval.likelihood`` on the first ``--eval-sequences`` chunks of each split: NELBO with
+``--num-t`` stratified times, the flow bound with ``--ode-steps`` midpoint steps and one
+Hutchinson probe, AR's exact NLL. Cells run in ``--jobs`` worker processes, each pinned to its own
+core with one torch thread; every cell seeds itself, so the numbers do not depend on ``--jobs``.
+Writes JSON and a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import time
@@ -29,18 +35,46 @@ from omegaconf import DictConfig, OmegaConf
 from workers import pinned_pool
 
 FAMILIES = ["ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet"]
-POSITIONS = ["learned", "rotary"]
 CONTINUOUS = ["fisher_rao", "linear", "dirichlet"]
+BACKBONES = {
+    "learned": (
+        ["model.positions=learned", "model.tie_weights=false"],
+        "before issue 11: learned absolute positions (init std 0.02), a zero-initialised head",
+    ),
+    "rotary": ([], "today's defaults: rotary positions, the head tied to the token embedding"),
+    "untied": (
+        ["model.tie_weights=false"],
+        "rotary, a zero-initialised head of its own (DiT, MDLM)",
+    ),
+    "dropout": (["model.dropout=0.1"], "rotary, tied, dropout 0.1 on each residual branch (MDLM)"),
+    "time_scale_10": (
+        ["model.time_scale=10"],
+        "rotary, tied, time angles up to 10 t rad, near MDLM/SEDD's sigma (default 1000 t: DiT's)",
+    ),
+}
+DEFAULT_BACKBONES = ["learned", "rotary"]
 
 
-def cell_recipe(family: str, positions: str, args: argparse.Namespace) -> DictConfig:
-    """The recipe one cell trains: ``--recipe`` with the family, the positions, the step count
-    and the ``--set`` overrides."""
+def model_name(family: str) -> str:
+    return "causal" if family == "ar" else "dit"
+
+
+def applies(family: str, backbone: str) -> bool:
+    """Whether the family's model has every option the backbone sets."""
+    from simplexdiff.models import MODELS
+
+    options = inspect.signature(MODELS.get(model_name(family))).parameters
+    return all(o.split("=")[0].removeprefix("model.") in options for o in BACKBONES[backbone][0])
+
+
+def cell_recipe(family: str, backbone: str, args: argparse.Namespace) -> DictConfig:
+    """The recipe one cell trains: ``--recipe`` with the family, the backbone's overrides, the
+    step count and the ``--set`` overrides."""
     from simplexdiff.recipe import load_recipe
 
     overrides = [
-        f"model.positions={positions}",
-        f"out_dir={args.runs}/{family}-{positions}",
+        *BACKBONES[backbone][0],
+        f"out_dir={args.runs}/{family}-{backbone}",
         f"trainer.max_steps={args.steps}",
         "trainer.max_time=null",
         f"trainer.val_check_interval={args.steps}",
@@ -49,7 +83,7 @@ def cell_recipe(family: str, positions: str, args: argparse.Namespace) -> DictCo
     ]
     overrides.append("sample.sampler=null")  # the path's default sampler
     if family == "ar":
-        overrides += ["model.name=causal", "sample.steps=128"]
+        overrides += [f"model.name={model_name(family)}", "sample.steps=128"]
     cfg = load_recipe(args.recipe, overrides)
     cfg.path = {"name": family, **({"objective": "ce"} if family in CONTINUOUS else {})}
     return cfg
@@ -58,7 +92,8 @@ def cell_recipe(family: str, positions: str, args: argparse.Namespace) -> DictCo
 def finished_run(cfg: DictConfig) -> Path | None:
     """The newest finished run (``final.ckpt``) under ``cfg.out_dir`` that trained exactly
     ``cfg`` (its saved ``recipe.yaml``), or None: a run of another recipe, steps or ``--set`` is
-    never reused."""
+    never reused. A recipe does not name the defaults it ran with: after a change of a model's
+    defaults, train into a fresh ``--runs``."""
     wanted = OmegaConf.to_container(cfg, resolve=True)
     for ckpt in sorted(Path(cfg.out_dir).glob("version_*/final.ckpt"), reverse=True):
         saved = ckpt.with_name("recipe.yaml")
@@ -67,38 +102,24 @@ def finished_run(cfg: DictConfig) -> Path | None:
     return None
 
 
-def run_cell(family: str, positions: str, args: argparse.Namespace) -> dict:
+def run_cell(family: str, backbone: str, args: argparse.Namespace) -> dict:
     """Train one cell (unless a finished run of the same recipe is in ``--runs``: a killed
     benchmark goes on where it stopped), then score it."""
     from simplexdiff.cli import train
 
-    cfg = cell_recipe(family, positions, args)
+    cfg = cell_recipe(family, backbone, args)
+    row = {"family": family, "backbone": backbone, "seed": cfg.seed}
     if done := finished_run(cfg):
         results = done.with_name("results.json")
         info = json.loads(results.read_text()) if results.exists() else {}
         steps = torch.load(done, weights_only=True)["global_step"]
-        row = {
-            "family": family,
-            "positions": positions,
-            "steps": steps,
-            "train_seconds": info.get("train_seconds"),
-            "checkpoint": str(done),
-            "seed": cfg.seed,
-            "samples": info.get("samples", [])[:2],
+        result = {"steps": steps, "checkpoint": str(done)} | {
+            k: info.get(k) for k in ("train_seconds", "samples")
         }
-        return score(row, args)
-
-    result = train(cfg)
-    row = {
-        "family": family,
-        "positions": positions,
-        "steps": result["steps"],
-        "train_seconds": result["train_seconds"],
-        "checkpoint": result["checkpoint"],
-        "seed": cfg.seed,
-        "samples": result["samples"][:2],
-    }
-    return score(row, args)
+    else:
+        result = train(cfg)
+    row |= {k: result[k] for k in ("steps", "train_seconds", "checkpoint")}
+    return score(row | {"samples": (result["samples"] or [])[:2]}, args)
 
 
 def score(row: dict, args: argparse.Namespace) -> dict:
@@ -106,12 +127,9 @@ def score(row: dict, args: argparse.Namespace) -> dict:
     chunks, the family's strongest bound (``{split}_bpc`` and its standard error)."""
     import simplexdiff as sd
 
-    checkpoint = row.get("checkpoint") or str(  # rows written before checkpoints were recorded
-        sorted(Path(args.runs).glob(f"{row['family']}-{row['positions']}/version_*/final.ckpt"))[-1]
-    )
-    lm = sd.DiffusionLM.load(checkpoint)
+    lm = sd.DiffusionLM.load(row["checkpoint"])
     dm = sd.data.TextDataModule(corpus="text8", seq_len=lm.model.config()["max_len"])
-    row = row | {"checkpoint": checkpoint, "path": lm.path.config(), "model": lm.model.config()}
+    row = row | {"path": lm.path.config(), "model": lm.model.config()}
     for split in args.splits:
         if f"{split}_bpc" in row:
             continue
@@ -139,8 +157,14 @@ def main() -> None:
     from simplexdiff.cli import machine
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", nargs="+", default=FAMILIES)
-    p.add_argument("--positions", nargs="+", default=POSITIONS)
+    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    p.add_argument("--backbones", nargs="+", default=DEFAULT_BACKBONES, choices=list(BACKBONES))
+    p.add_argument(
+        "--detail-families",
+        nargs="+",
+        default=FAMILIES,
+        help="the families that train the backbones beyond learned and rotary",
+    )
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--recipe", default="recipes/quickstart.yaml")
     p.add_argument("--set", nargs="*", default=[], help="recipe overrides for every cell")
@@ -149,53 +173,56 @@ def main() -> None:
     p.add_argument("--ode-steps", type=int, default=32)
     p.add_argument("--splits", nargs="+", default=["test", "validation"])
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--eval-only", action="store_true", help="score the rows of --out again")
     p.add_argument("--runs", default="runs/backbone_positions")
     p.add_argument("--out", default="benchmarks/results/backbone_positions.json")
     args = p.parse_args()
     torch.set_num_threads(1)  # as in every cell: machine() names it
+    cells = [
+        (f, b)
+        for b in args.backbones
+        for f in args.families
+        if applies(f, b) and (b in DEFAULT_BACKBONES or f in args.detail_families)
+    ]
     start = time.perf_counter()
     report = {
         "machine": machine(),
         "jobs": args.jobs,
         "recipe": args.recipe,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs", "eval_only")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs")},
+        "backbones": {
+            b: {"overrides": o, "about": a}
+            for b, (o, a) in BACKBONES.items()
+            if b in args.backbones
+        },  # fmt: skip
         "rows": [],
     }
-    if args.eval_only:  # score the saved rows on the splits they lack, and finished cells
-        saved = json.loads(Path(args.out).read_text())
-        report |= {k: v for k, v in saved.items() if k != "rows"}
-        jobs = [(score, row) for row in saved["rows"]]
-        have = {(r["family"], r["positions"]) for r in saved["rows"]}
-        jobs += [
-            (run_cell, f, pos)  # trained, not in --out yet: its checkpoint is scored
-            for f in args.families
-            for pos in args.positions
-            if (f, pos) not in have and any(Path(args.runs).glob(f"{f}-{pos}/version_*/final.ckpt"))
-        ]
-    else:
-        jobs = [(run_cell, f, pos) for f in args.families for pos in args.positions]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows = report["rows"]
     with pinned_pool(args.jobs) as pool:
-        for fut in as_completed([pool.submit(*job, args) for job in jobs]):
+        for fut in as_completed([pool.submit(run_cell, f, b, args) for f, b in cells]):
             rows.append(fut.result())
-            rows.sort(key=lambda r: (FAMILIES.index(r["family"]), POSITIONS.index(r["positions"])))
-            if not args.eval_only:
-                report["wall_seconds"] = round(time.perf_counter() - start, 1)
+            rows.sort(
+                key=lambda r: (args.backbones.index(r["backbone"]), FAMILIES.index(r["family"]))
+            )
+            report["wall_seconds"] = round(time.perf_counter() - start, 1)
             Path(args.out).write_text(json.dumps(report, indent=2))  # after each cell
-            print(f"== {len(rows)}/{len(jobs)} cells done")
+            print(f"== {len(rows)}/{len(cells)} cells done")
     print(markdown(report, args.out))
 
 
 def markdown(report: dict, out: str) -> str:
-    """Write the Markdown table of ``report`` beside ``out``; return it."""
-    settings = report["settings"]
+    """Write the Markdown tables of ``report`` beside ``out``; return them."""
+    s = report["settings"]
+    about = "\n".join(
+        f"* `{b}`: {spec['about']} ({', '.join(spec['overrides']) or 'no overrides'})"
+        for b, spec in report["backbones"].items()
+    )
+    tables = "\n\n".join(f"{split}:\n\n{table(report['rows'], split)}" for split in s["splits"])
     text = (
         f"Machine: {report['machine']}, {report['jobs']} cells at a time\n\n"
-        f"{report['recipe']} at {settings['steps']} steps{overridden(settings)}, seed 0; first "
-        f"{settings['eval_sequences']} chunks of 128 of each split (bits/char ± 1 s.e.)\n\n"
-        f"{table(report['rows'], settings['splits'])}\n"
+        f"{report['recipe']} at {s['steps']} steps{overridden(s)}, seed 0; first "
+        f"{s['eval_sequences']} chunks of 128 of each split (bits/char ± 1 s.e.). Backbones:\n\n"
+        f"{about}\n\n{tables}\n"
     )
     Path(out).with_suffix(".md").write_text(text)
     return text
@@ -206,24 +233,22 @@ def overridden(settings: dict) -> str:
     return f" with {' '.join(settings['set'])}" if settings.get("set") else ""
 
 
-def table(rows: list[dict], splits: list[str]) -> str:
-    by = {(r["family"], r["positions"]): r for r in rows}
+def table(rows: list[dict], split: str) -> str:
+    """One split: a row per family, a column per backbone, and rotary - learned."""
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    by = {(r["family"], r["backbone"]): r for r in rows}
+    key = f"{split}_bpc"
     lines = [
-        "| family | bound | split | learned positions | rotary | rotary - learned |",
-        "|---|---|---|---|---|---|",
+        "| family | bound | " + " | ".join(backbones) + " | rotary - learned |",
+        "|---|---|" + "---|" * (len(backbones) + 1),
     ]
     for family in dict.fromkeys(r["family"] for r in rows):
+        cells = [by.get((family, b)) for b in backbones]
+        shown = [f"{c[key]:.3f} ± {c[key + '_stderr']:.3f}" if c else "-" for c in cells]
         a, b = by.get((family, "learned")), by.get((family, "rotary"))
-        for split in splits:
-            key = f"{split}_bpc"
-
-            def cell(r, key=key):
-                return f"{r[key]:.3f} ± {r[key + '_stderr']:.3f}" if r and key in r else "-"
-
-            diff = f"{b[key] - a[key]:+.3f}" if a and b and key in a and key in b else "-"
-            lines.append(
-                f"| {family} | {(a or b)['bound']} | {split} | {cell(a)} | {cell(b)} | {diff} |"
-            )
+        diff = f"{b[key] - a[key]:+.3f}" if a and b else "-"
+        bound = next(c["bound"] for c in cells if c)
+        lines.append(f"| {family} | {bound} | " + " | ".join(shown) + f" | {diff} |")
     return "\n".join(lines)
 
 

@@ -208,36 +208,39 @@ def positions(d: dict[str, dict | None], out: Path) -> str:
     if rep is None:
         return missing("positions", "the positions ablation")
     s = rep["settings"]
-    by = {(r["family"], r["positions"]): r for r in rep["rows"]}
-    cols = [(p, sp) for p in s["positions"] for sp in s["splits"]]
-    rows = []
-    for fam in s["families"]:
-        cells = [by.get((fam, p), {}) for p, _ in cols]
-        bound = next((c["bound"] for c in cells if "bound" in c), "-")
-        rows.append(
-            [fam, bound]
-            + [
-                bpc(c.get(f"{sp}_bpc"), c.get(f"{sp}_bpc_stderr"))
-                for c, (_, sp) in zip(cells, cols, strict=True)
-            ]
+    by = {(r["family"], r["backbone"]): r for r in rep["rows"]}
+    backbones = list(rep["backbones"])
+    tables = []
+    for split in s["splits"]:
+        rows = []
+        for fam in s["families"]:
+            cells = [by.get((fam, b), {}) for b in backbones]
+            bound = next((c["bound"] for c in cells if "bound" in c), "-")
+            vals = [bpc(c.get(f"{split}_bpc"), c.get(f"{split}_bpc_stderr")) for c in cells]
+            rows.append([fam, bound] + vals)
+        tables.append(
+            f"{split.capitalize()} split:\n\n" + table(["family", "bound"] + backbones, rows)
         )
-    head = ["family", "bound"] + [f"{p}, {sp}" for p, sp in cols]
+    about = "\n".join(
+        f"* `{b}`: {spec['about']} (`{' '.join(spec['overrides']) or 'defaults'}`)"
+        for b, spec in rep["backbones"].items()
+    )
     series = {
-        p: [
-            (by.get((f, p), {}).get("test_bpc"), by.get((f, p), {}).get("test_bpc_stderr"))
-            for f in s["families"]
-        ]
-        for p in s["positions"]
-    }
+        b: [(by.get((f, b), {}).get("test_bpc"), by.get((f, b), {}).get("test_bpc_stderr"))
+            for f in s["families"]]
+        for b in backbones
+    }  # fmt: skip
     fig, ax = bars(s["families"], series, "test bound, bits/char")
     ax.legend(fontsize=8)
     return "\n\n".join(
         [
-            f"Machine: {rep['machine']}. Recipe `{rep['recipe']}` with each family and each kind of "
-            f"positions, {s['steps']} steps per cell (equal steps, not equal time), seed and "
-            "settings shared; bits/char ± 1 s.e.",
-            table(head, rows),
-            save(fig, out, "fig_positions.png", "Test bound per family, learned vs rotary"),
+            f"Machine: {rep['machine']}. Recipe `{rep['recipe']}` with each family and each "
+            f"backbone, {s['steps']} steps per cell (equal steps, not equal time), seed and "
+            "settings shared; bits/char ± 1 s.e. A backbone is today's defaults or a change of "
+            "them (a dash: the family's model has no such option):",
+            about,
+            *tables,
+            save(fig, out, "fig_positions.png", "Test bound per family and backbone"),
         ]
     )
 

@@ -23,8 +23,8 @@ def test_dit_reads_ids_and_simplex_points_through_one_embedding():
     assert not torch.allclose(m(ids, torch.tensor([0.0, 0.0])), m(ids, torch.tensor([1.0, 1.0])))
 
 
-def test_dit_is_bidirectional_and_starts_uniform():
-    m = sd.models.DiT(vocab_size=6, d_model=16, n_layers=1, n_heads=2, max_len=8)
+def test_dit_is_bidirectional_and_an_untied_head_starts_uniform():
+    m = sd.models.DiT(vocab_size=6, d_model=16, n_layers=1, n_heads=2, max_len=8, tie_weights=False)
     out = m(torch.randint(0, 6, (2, 5)), torch.rand(2))
     assert torch.allclose(out, torch.zeros_like(out))  # zero-initialised head: uniform start
     for p in m.parameters():
@@ -188,3 +188,55 @@ def test_half_split_weights_permuted_give_the_same_model_with_adjacent_pairs(nam
         unpermuted = sd.models.build(name, positions="rotary", **opts)
         unpermuted.load_state_dict(halves.state_dict())
         assert not torch.allclose(unpermuted(x, t), halves(x, t), atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["dit", "causal"])
+def test_tied_head_reads_the_token_embedding(name):
+    """``tie_weights=True`` (default): the logits are ``h E[:V]^T + b`` with ``E`` the input embedding (one
+    matrix, trained from both ends); the head stores only its bias, and the model rebuilds from
+    its config and state dict."""
+    torch.manual_seed(0)
+    model = sd.models.build(name, vocab_size=11, d_model=16, n_layers=1, n_heads=2, max_len=8)
+    assert [k for k in model.state_dict() if k.startswith("head.")] == ["head.bias"]
+    h = torch.randn(3, 16)
+    assert torch.allclose(model.head(h), h @ model.input.embed.weight[:11].T)
+    x = torch.randint(0, 11, (2, 8))
+    model(x, torch.rand(2)).square().sum().backward()
+    assert model.input.embed.weight.grad[:11].abs().sum() > 0
+    copy = sd.models.build(**model.config())
+    copy.load_state_dict(model.state_dict())
+    assert torch.equal(copy(x, torch.full((2,), 0.3)), model(x, torch.full((2,), 0.3)))
+    untied = sd.models.build(name, vocab_size=11, d_model=16, n_layers=1, n_heads=2, max_len=8,
+                             tie_weights=False)  # fmt: skip
+    assert {"head.weight", "head.bias"} <= untied.state_dict().keys()
+
+
+def test_time_scale_stretches_the_time_axis():
+    """The time features at scale ``s`` and time ``t`` are those at scale 1000 and ``s t / 1000``."""
+    from simplexdiff.models.blocks import TimeEmbedding
+
+    torch.manual_seed(0)
+    wide, narrow = TimeEmbedding(8), TimeEmbedding(8, scale=10.0)
+    narrow.load_state_dict(wide.state_dict())
+    t = torch.rand(5)
+    assert torch.allclose(narrow(t), wide(t * 10.0 / 1000.0), atol=1e-6)
+    assert not torch.allclose(narrow(t), wide(t), atol=1e-3)
+
+
+@pytest.mark.parametrize("cond_dim", [None, 8])
+def test_dropout_drops_whole_branches_never_the_residual(cond_dim):
+    """``dropout`` acts on each branch's output: at ``p = 1`` a training block is the identity,
+    in eval mode it is the deterministic block, and at ``p = 0.5`` two training calls differ."""
+    from simplexdiff.models.blocks import Block
+
+    torch.manual_seed(0)
+    x, cond = torch.randn(2, 5, 8), torch.randn(2, 8)
+    kw = {} if cond_dim is None else {"cond": cond}
+    block = Block(8, 2, dropout=1.0, cond_dim=cond_dim)
+    if cond_dim is not None:
+        torch.nn.init.normal_(block.modulation.weight)  # open the adaLN-Zero gates
+    assert torch.equal(block.train()(x, **kw), x)
+    assert not torch.allclose(block.eval()(x, **kw), x)
+    half = Block(8, 2, dropout=0.5, cond_dim=cond_dim).train()
+    half.load_state_dict(block.state_dict())
+    assert not torch.equal(half(x, **kw), half(x, **kw))

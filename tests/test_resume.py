@@ -281,6 +281,33 @@ def test_checkpoints_before_format_2_keep_their_half_split_rotary_pairs(corpus, 
     ):
         now.check_matches(ckpt["simplexdiff"])
     now.check_matches(torch.load(tmp_path / "end.ckpt", weights_only=True)["simplexdiff"])
+    # written before the model had time_scale / mlp_ratio: their defaults apply
+    for option in ("time_scale", "mlp_ratio"):
+        del ckpt["simplexdiff"]["model"][option]
+    ckpt["simplexdiff"]["format"] = 2
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    assert sd.DiffusionLM.load(tmp_path / "older.ckpt").model.config() == now.model.config()
+    now.check_matches(ckpt["simplexdiff"])
+
+
+def test_checkpoints_before_tie_weights_load_with_their_own_head(corpus, tmp_path):
+    """A checkpoint without ``tie_weights`` had an untied head (``head.weight``): it loads so, and
+    with that weight set to the embedding's rows it is the tied model it was saved from."""
+    fit(corpus, tmp_path, "masked", ema=False)
+    ckpt = torch.load(tmp_path / "end.ckpt", weights_only=True)
+    assert ckpt["simplexdiff"]["model"]["tie_weights"] is True
+    state = ckpt["state_dict"]
+    assert "model.head.weight" not in state
+    del ckpt["simplexdiff"]["model"]["tie_weights"]
+    vocab = ckpt["simplexdiff"]["path"]["vocab_size"]
+    state["model.head.weight"] = state["model.input.embed.weight"][:vocab].clone()
+    torch.save(ckpt, tmp_path / "untied.ckpt")
+    tied, untied = (sd.DiffusionLM.load(tmp_path / f) for f in ("end.ckpt", "untied.ckpt"))
+    assert untied.model.config()["tie_weights"] is False
+    x, t = torch.randint(0, vocab + 1, (2, 16)), torch.full((2,), 0.4)
+    assert torch.equal(untied.model(x, t), tied.model(x, t))
+    with pytest.raises(sd.errors.CheckpointError, match="tie_weights=False \\(here True\\)"):
+        tied.check_matches(ckpt["simplexdiff"])
 
 
 def test_a_trainer_that_would_never_validate_is_warned(corpus, tmp_path):

@@ -34,19 +34,23 @@ CHECKPOINT_KEY = "simplexdiff"
 CHECKPOINT_FORMAT = 2
 """Format of the ``simplexdiff`` entry. 2: ``positions="rotary"`` pairs adjacent channels; in
 format 1 (no ``format`` key) it meant the half-split pairs, now ``"rotary_halves"``."""
+BEFORE_OPTION = {"tie_weights": False}
+"""Model options added with a default other than what came before: what a checkpoint without
+the option ran with."""
 
 
 def model_config(spec: dict[str, Any]) -> dict[str, Any]:
     """The model config of a checkpoint's ``simplexdiff`` entry in today's terms: format 1's
     ``positions="rotary"`` is ``"rotary_halves"`` (the same function of the same weights), and an
-    option the model gained after the checkpoint was written takes its default (new options
-    default to the old behaviour)."""
+    option the model gained after the checkpoint was written takes what it trained with: its
+    ``BEFORE_OPTION`` value (``tie_weights=False``: heads were untied before the option), else
+    the option's default."""
     model = dict(spec["model"])
     if model.get("name") in MODELS:
         defaults = inspect.signature(MODELS.get(model["name"])).parameters.values()
         for option in defaults:
-            if option.default is not option.empty:
-                model.setdefault(option.name, option.default)
+            if option.name not in model and option.default is not option.empty:
+                model[option.name] = BEFORE_OPTION.get(option.name, option.default)
     if spec.get("format", 1) < 2 and model.get("positions") == "rotary":
         model["positions"] = "rotary_halves"
     return model

@@ -3,9 +3,9 @@
 ``CausalTransformer(vocab_size, ...)(inputs, t) -> logits [B, L, V]``: the same ``Block`` as the DiT
 without time conditioning (``cond_dim=None``: plain pre-norm blocks with affine layer norms) and with
 causal attention, the same ``V + 1``-row token embedding (id ``V`` is BOS), the same positions
-(rotary by default) and a zero-initialised ``V``-way head (so it starts at the uniform
-prediction, like the DiT). ``t`` is accepted and ignored, so the sampler and the paths call
-every backbone alike.
+(rotary by default) and the same ``V``-way head (``Readout``: tied to the token embedding by
+default; with ``tie_weights=False`` a zero-initialised matrix of its own). ``t`` is accepted and
+ignored, so the sampler and the paths call every backbone alike.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class CausalTransformer(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         positions: str = "rotary",
-        tie_weights: bool = False,
+        tie_weights: bool = True,
     ) -> None:
         super().__init__()
         self.options = dict(
