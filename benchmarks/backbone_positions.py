@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from workers import pinned_pool
+from workers import pinned_pool, source_commit
 
 FAMILIES = ["ar", "masked", "uniform", "fisher_rao", "linear", "dirichlet"]
 CONTINUOUS = ["fisher_rao", "linear", "dirichlet"]
@@ -108,7 +108,7 @@ def run_cell(family: str, backbone: str, args: argparse.Namespace) -> dict:
     from simplexdiff.cli import train
 
     cfg = cell_recipe(family, backbone, args)
-    row = {"family": family, "backbone": backbone, "seed": cfg.seed}
+    row = {"family": family, "backbone": backbone, "seed": cfg.seed, "commit": source_commit()}
     if done := finished_run(cfg):
         results = done.with_name("results.json")
         info = json.loads(results.read_text()) if results.exists() else {}
@@ -175,6 +175,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--runs", default="runs/backbone_positions")
     p.add_argument("--out", default="benchmarks/results/backbone_positions.json")
+    p.add_argument(
+        "--add", action="store_true", help="add the cells --out lacks to its report (same settings)"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)  # as in every cell: machine() names it
     cells = [
@@ -188,26 +191,53 @@ def main() -> None:
         "machine": machine(),
         "jobs": args.jobs,
         "recipe": args.recipe,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs", "add")},
         "backbones": {
-            b: {"overrides": o, "about": a}
-            for b, (o, a) in BACKBONES.items()
+            b: {"overrides": BACKBONES[b][0], "about": BACKBONES[b][1]}
+            for b in BACKBONES
             if b in args.backbones
         },  # fmt: skip
         "rows": [],
     }
+    if args.add:
+        report, cells = added_to(json.loads(Path(args.out).read_text()), report, cells)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    rows = report["rows"]
+    rows, spent = report["rows"], report.get("wall_seconds", 0.0)
     with pinned_pool(args.jobs) as pool:
         for fut in as_completed([pool.submit(run_cell, f, b, args) for f, b in cells]):
             rows.append(fut.result())
-            rows.sort(
-                key=lambda r: (args.backbones.index(r["backbone"]), FAMILIES.index(r["family"]))
-            )
-            report["wall_seconds"] = round(time.perf_counter() - start, 1)
+            order = list(BACKBONES)
+            rows.sort(key=lambda r: (order.index(r["backbone"]), FAMILIES.index(r["family"])))
+            report["wall_seconds"] = round(spent + time.perf_counter() - start, 1)
             Path(args.out).write_text(json.dumps(report, indent=2))  # after each cell
             print(f"== {len(rows)}/{len(cells)} cells done")
     print(markdown(report, args.out))
+
+
+CELL_LISTS = ("families", "backbones", "detail_families")
+
+
+def added_to(saved: dict, report: dict, cells: list) -> tuple[dict, list]:
+    """``--add``: ``saved`` (the report in ``--out``) grown by this invocation's cells, and the
+    cells it lacks. Refused unless both ran the same settings (apart from which cells) on the
+    same machine: the rows of one table come from one protocol (each row names its commit)."""
+    for key in ("machine", "recipe", "settings"):
+        mine, theirs = report[key], saved.get(key)
+        if key == "settings":
+            mine, theirs = ({k: v for k, v in d.items() if k not in CELL_LISTS}
+                            for d in (mine, theirs or {}))  # fmt: skip
+        if mine != theirs:
+            raise SystemExit(f"--add: this run's {key} differs from the report's: {theirs!r}")
+    merged = saved | {
+        "backbones": saved["backbones"] | report["backbones"],
+        "settings": dict(saved["settings"]),
+    }
+    for key in CELL_LISTS:
+        merged["settings"][key] = list(
+            dict.fromkeys(saved["settings"][key] + report["settings"][key])
+        )
+    have = {(r["family"], r["backbone"]) for r in saved["rows"]}
+    return merged, [c for c in cells if c not in have]
 
 
 def markdown(report: dict, out: str) -> str:

@@ -50,3 +50,27 @@ def test_backbones_are_named_overrides_of_todays_defaults(tmp_path):
     assert "positions" not in bp.cell_recipe("masked", "rotary", args(tmp_path)).model
     assert bp.applies("masked", "time_scale_10") and not bp.applies("ar", "time_scale_10")
     assert all(bp.applies(f, b) for f in bp.FAMILIES for b in ("learned", "rotary", "untied"))
+
+
+def test_add_grows_a_report_of_the_same_settings_only():
+    """``--add`` keeps the saved rows, trains only the cells they lack, and refuses a report of
+    other settings or another machine."""
+    import pytest
+
+    def report(families, backbones, lr="2e-3", machine="m"):
+        settings = {"families": families, "backbones": backbones, "detail_families": families,
+                    "steps": 600, "set": [f"optim.lr={lr}"]}  # fmt: skip
+        return {"machine": machine, "recipe": "q.yaml", "settings": settings,
+                "backbones": {b: {} for b in backbones}, "rows": []}  # fmt: skip
+
+    saved = report(["ar", "masked"], ["learned", "rotary"])
+    saved["rows"] = [{"family": "ar", "backbone": "untied"}]
+    cells = [("ar", "untied"), ("uniform", "untied")]
+    merged, todo = bp.added_to(saved, report(["ar", "uniform"], ["untied"]), cells)
+    assert todo == [("uniform", "untied")]
+    assert merged["rows"] == saved["rows"]
+    assert merged["settings"]["families"] == ["ar", "masked", "uniform"]
+    assert list(merged["backbones"]) == ["learned", "rotary", "untied"]
+    for other in (report(["ar"], ["untied"], lr="1e-3"), report(["ar"], ["untied"], machine="x")):
+        with pytest.raises(SystemExit, match="differs"):
+            bp.added_to(saved, other, cells)
