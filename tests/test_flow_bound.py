@@ -208,7 +208,11 @@ def draw(n, seed):
 def test_bound_is_above_the_entropy_and_improves_with_training(name):
     torch.manual_seed(0)
     path = sd.paths.build(name, vocab_size=V)
-    model = sd.models.DiT(V, 32, 1, 2, LENGTH)
+    # an untied (zero) head starts at the uniform prediction, where "from where it started" below
+    # is measured from (the comments' figures ran so). With the default tied head (measured, AMD
+    # EPYC): Fisher-Rao 2.924, inf (4.6% of sequences leave the support), 1.423 nats at steps 0,
+    # 50, 400; linear 2.223, 1.833, 1.293; entropy 1.110; no violations at step 400
+    model = sd.models.DiT(V, 32, 1, 2, LENGTH, tie_weights=False)
     lm = sd.DiffusionLM(model=model, path=path, lr=3e-3, warmup_steps=10)
     test = draw(1500, seed=1)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -161,24 +161,26 @@ class TokenEmbedding(nn.Module):
         return F.embedding(inputs, self.weight)
 
 
-class Readout(nn.Module):
+class Readout(nn.Linear):
     """The ``V``-way output layer, ``logits = h W^T + b``: ``W`` its own ``[V, d]`` matrix,
     zero-initialised as in DiT's final layer (every prediction starts uniform), or, tied to a
     ``TokenEmbedding``, that embedding's first ``V`` rows (weight tying, Press & Wolf 2017, as in
-    GPT-2). The bias is always its own and starts at zero. Parameter names are ``weight`` and
-    ``bias`` (those of ``nn.Linear``); a tied head stores only ``bias``."""
+    GPT-2). The bias is always its own and starts at zero. Built as ``nn.Linear`` (same parameter
+    names, same random draws at construction, so an untied model is built exactly as before the
+    option); a tied head stores only ``bias``."""
 
     def __init__(self, d_model: int, vocab_size: int, tied_to: TokenEmbedding | None = None):
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
-        self.weight = (
-            None if tied_to is not None else nn.Parameter(torch.zeros(vocab_size, d_model))
-        )
+        super().__init__(d_model, vocab_size)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
         self._tied = (tied_to,)  # in a tuple: not registered twice as a submodule
+        if tied_to is not None:
+            del self.weight
+            self.weight = None
 
     def forward(self, h: Tensor) -> Tensor:
-        weight = self.weight if self.weight is not None else self._tied[0].weight[: self.vocab_size]
+        tied = self._tied[0]
+        weight = self.weight if tied is None else tied.weight[: self.out_features]
         return F.linear(h, weight, self.bias)
 
 
