@@ -204,13 +204,14 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows, spent = report["rows"], report.get("wall_seconds", 0.0)
     with pinned_pool(args.jobs) as pool:
-        for fut in as_completed([pool.submit(run_cell, f, b, args) for f, b in cells]):
+        futures = [pool.submit(run_cell, f, b, args) for f, b in cells]
+        for done, fut in enumerate(as_completed(futures), 1):
             rows.append(fut.result())
             order = list(BACKBONES)
             rows.sort(key=lambda r: (order.index(r["backbone"]), FAMILIES.index(r["family"])))
             report["wall_seconds"] = round(spent + time.perf_counter() - start, 1)
             Path(args.out).write_text(json.dumps(report, indent=2))  # after each cell
-            print(f"== {len(rows)}/{len(cells)} cells done")
+            print(f"== {done}/{len(cells)} cells done")
     print(markdown(report, args.out))
 
 

@@ -237,7 +237,8 @@ def positions(d: dict[str, dict | None], out: Path) -> str:
             f"Machine: {rep['machine']}. Recipe `{rep['recipe']}` with each family and each "
             f"backbone, {s['steps']} steps per cell (equal steps, not equal time), seed and "
             "settings shared; bits/char ± 1 s.e. A backbone is today's defaults or a change of "
-            "them (a dash: the family's model has no such option):",
+            "them; a cell not evaluated was not trained (some details ran for some families "
+            "only; the causal AR model reads no time):",
             about,
             *tables,
             save(fig, out, "fig_positions.png", "Test bound per family and backbone"),
