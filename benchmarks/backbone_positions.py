@@ -23,7 +23,6 @@ Writes JSON and a Markdown table.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import time
@@ -63,7 +62,7 @@ def applies(family: str, backbone: str) -> bool:
     """Whether the family's model has every option the backbone sets."""
     from simplexdiff.models import MODELS
 
-    options = inspect.signature(MODELS.get(model_name(family))).parameters
+    options = MODELS.options(model_name(family))
     return all(o.split("=")[0].removeprefix("model.") in options for o in BACKBONES[backbone][0])
 
 
@@ -123,16 +122,14 @@ def run_cell(family: str, backbone: str, args: argparse.Namespace) -> dict:
 
 
 def score(row: dict, args: argparse.Namespace) -> dict:
-    """Each ``--splits`` split the row has no bound for yet: the first ``--eval-sequences``
-    chunks, the family's strongest bound (``{split}_bpc`` and its standard error)."""
+    """Each ``--splits`` split: the first ``--eval-sequences`` chunks, the family's strongest
+    bound (``{split}_bpc`` and its standard error)."""
     import simplexdiff as sd
 
     lm = sd.DiffusionLM.load(row["checkpoint"])
     dm = sd.data.TextDataModule(corpus="text8", seq_len=lm.model.config()["max_len"])
     row = row | {"path": lm.path.config(), "model": lm.model.config()}
     for split in args.splits:
-        if f"{split}_bpc" in row:
-            continue
         start = time.perf_counter()
         stats = sd.eval.likelihood(
             lm,
@@ -196,7 +193,7 @@ def main() -> None:
             b: {"overrides": BACKBONES[b][0], "about": BACKBONES[b][1]}
             for b in BACKBONES
             if b in args.backbones
-        },  # fmt: skip
+        },
         "rows": [],
     }
     if args.add:

@@ -38,11 +38,24 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         return self._entries[name]
 
+    REQUIRED = inspect.Parameter.empty
+    """The default ``options`` gives an option the constructor requires."""
+
+    def options(self, name: str) -> dict[str, Any]:
+        """The keyword options of ``name``'s constructor, each with its default (``REQUIRED``
+        where it has none); ``**kwargs`` is not an option."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        return {
+            p.name: p.default
+            for p in params
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
     def build(self, name: str, **kwargs: Any) -> T:
         factory = self.get(name)
         params = inspect.signature(factory).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            known = [k for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
+            known = list(self.options(name))
             for key in kwargs:
                 if key not in known:
                     raise ConfigError(

@@ -7,7 +7,6 @@ decay, validation metrics, checkpoints that rebuild without pickled code, and ``
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path as FsPath
 from typing import Any
@@ -47,10 +46,9 @@ def model_config(spec: dict[str, Any]) -> dict[str, Any]:
     the option's default."""
     model = dict(spec["model"])
     if model.get("name") in MODELS:
-        defaults = inspect.signature(MODELS.get(model["name"])).parameters.values()
-        for option in defaults:
-            if option.name not in model and option.default is not option.empty:
-                model[option.name] = BEFORE_OPTION.get(option.name, option.default)
+        for option, default in MODELS.options(model["name"]).items():
+            if option not in model and default is not MODELS.REQUIRED:
+                model[option] = BEFORE_OPTION.get(option, default)
     if spec.get("format", 1) < 2 and model.get("positions") == "rotary":
         model["positions"] = "rotary_halves"
     return model
