@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from simplexdiff.errors import CheckpointError, ConfigError, SimplexdiffError
 from simplexdiff.models import MODELS
 from simplexdiff.paths import PATHS
+from simplexdiff.paths.continuous import FLOW_BOUND_DECODERS
 from simplexdiff.recipe import load_recipe
 from simplexdiff.samplers.sample import check_request
 
@@ -453,6 +454,7 @@ def eval_command(args: argparse.Namespace) -> dict:
             decode_time=args.decode_time,
             ode_steps=args.ode_steps,
             probes=args.probes,
+            decoder=args.decoder,
         )
     except ConfigError as e:  # a path without a bound (yet)
         results |= {"bound": None, "bound_unavailable": str(e), "metrics": {}}
@@ -537,6 +539,7 @@ def choices_command(args: argparse.Namespace, lm: DiffusionLM) -> dict:
         scored = score_choices(
             lm, q["prompt"], q["choices"], length, args.num_t, gen,
             decode_time=args.decode_time, ode_steps=args.ode_steps, probes=args.probes,
+            decoder=args.decoder,
         )  # fmt: skip
         picks.append({**q, "picked": scored["choice"], "nats": scored["nats"]})
         bound = scored["bound"]
@@ -548,7 +551,12 @@ def choices_command(args: argparse.Namespace, lm: DiffusionLM) -> dict:
         "seed": args.seed,
         "machine": machine(),
         "data": {"choices": str(file.resolve()), "questions": len(picks), "seq_len": length},
-        "settings": {"num_t": args.num_t, "ode_steps": args.ode_steps, "device": args.device},
+        "settings": {
+            "num_t": args.num_t,
+            "ode_steps": args.ode_steps,
+            "decoder": args.decoder,
+            "device": args.device,
+        },
         "bound": bound,
         "bound_name": BOUND_NAMES.get(bound, f"{bound} bound"),
         "metrics": {
@@ -674,6 +682,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--ode-steps", type=int, default=32, help="continuous paths: ODE steps")
     e.add_argument("--decode-time", type=float, default=0.5, help="continuous paths: t*")
+    e.add_argument(
+        "--decoder",
+        default="kernel",
+        choices=FLOW_BOUND_DECODERS,
+        help="continuous paths: decode z_t* by the kernel's posterior or the model's prediction",
+    )
     e.add_argument("--probes", type=int, default=1, help="continuous paths: Hutchinson probes")
     e.add_argument("--samples", type=int, default=0, help="number of samples to draw and measure")
     e.add_argument("--reference", default=None, help="an AR checkpoint to score samples with")

@@ -14,7 +14,21 @@ for the variational choice ``z ~ p_{s*}(. | x)`` (the forward noising, per posit
                = E_z[ -log q_{s*}(z) + sum_i logsumexp_k log p_{s*}(z_i | e_k) ]
 
 (Jensen; the dequantization argument of Uria et al. 2013 and Ho et al. 2019, with the path's kernel
-as dequantizer). The model's log-density comes from the instantaneous change of variables (Chen et
+as dequantizer).
+
+**Decoders.** Jensen holds for any decoder ``r(x | z)``, so it is a choice of discrete model:
+``decoder="kernel"`` is the kernel's posterior ``r`` above (it reads each position alone);
+``decoder="model"`` decodes with the denoiser's own x1 prediction at ``(z, t*)``, which reads every
+position, ``r(x | z) = prod_i p_theta(x_i | z, t*)`` (the model "run the flow to ``t*``, then draw
+each token from the prediction"). Its bound is
+``E_z[ -log q_{s*}(z) + sum_i log p_{s*}(z_i | e_{x_i}) - sum_i log p_theta(x_i | z, t*) ]``. For an
+exact model and flow, the kernel decoder's bound is tight where the supports are disjoint; the
+model decoder's wherever the tokens are independent given ``z`` (any ``t*`` when they are given
+a prompt, as in a task whose answer tokens depend on the prompt alone), so an early ``t*`` asks the
+flow to be right for a short time only, while the kernel decoder's bound there tends to ``log V``
+per token.
+
+The model's log-density comes from the instantaneous change of variables (Chen et
 al. 2018, *Neural ODEs*; on manifolds Mathieu & Nickel 2020)::
 
     log q_{s*}(z) = log p_0(z_0) - int_0^{s*} div v_theta(z_s, s) ds,
@@ -48,7 +62,7 @@ from torch import Tensor
 
 from simplexdiff.errors import ConfigError
 from simplexdiff.paths.base import Condition, Denoiser
-from simplexdiff.paths.continuous import FLOW_BOUND, ContinuousPath
+from simplexdiff.paths.continuous import FLOW_BOUND, FLOW_BOUND_DECODERS, ContinuousPath
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 EXACT_DIVERGENCE_MAX_DIM = 64
@@ -67,12 +81,13 @@ def flow_bound(
     probes: int = 1,
     generator: torch.Generator | None = None,
     cond: Condition | None = None,
+    decoder: str = "kernel",
 ) -> tuple[Tensor, dict[str, Any]]:
     """One-draw estimate of the bound above for each sequence of ``x1`` (LongTensor ``[B, L]``).
 
     Returns the per-sequence bound in nats (float64 ``[B]``, summed over positions) and
     diagnostics. ``decode_time`` is model time ``t*`` in ``(0, 1)``; the dequantizing draw and the
-    probes come from ``generator``.
+    probes come from ``generator``; ``decoder`` is ``"kernel"`` or ``"model"`` (above).
 
     With ``cond`` it bounds ``-log p(free | fixed)`` of the conditional model the sampler runs: the
     fixed positions sit at their vertex throughout (zero velocity), and the flow's density, the
@@ -82,15 +97,25 @@ def flow_bound(
         raise ConfigError(f"the {path.registry_name!r} path has no density for a likelihood bound")
     if not 0 < decode_time < 1:
         raise ConfigError(f"decode_time must lie in (0, 1), got {decode_time}")
+    if decoder not in FLOW_BOUND_DECODERS:
+        known = ", ".join(FLOW_BOUND_DECODERS)
+        raise ConfigError(f"unknown decoder {decoder!r}; known: {known}")
     batch, length = x1.shape
     s_star = float(path.schedule(torch.tensor(decode_time, dtype=torch.float64)))
     s = torch.full((batch, 1), s_star, dtype=torch.float64, device=x1.device)
-    # z ~ p_{s*}(. | x1), and the dequantization term sum_i logsumexp_k log p_{s*}(z_i | e_k)
+    # z ~ p_{s*}(. | x1), and the dequantization and decoding terms log p_{s*}(z | x1) - log r(x1 | z)
     x0 = path.prior(batch, length, generator=generator, device=x1.device).double()
     z, _ = path.interpolate(x0, path.vertex(x1).double(), s)
     z = path.conditioned(z, x1, cond)
     free = None if cond is None else path.per_position(cond.free)
-    dequant = _sum_free(torch.logsumexp(path.log_conditional(z, s), -1), free)
+    log_kernel = path.log_conditional(z, s)  # [B, positions, dim]
+    if decoder == "kernel":  # log p(z | x) - log r(x | z) = logsumexp_k log p(z | e_k)
+        dequant = _sum_free(torch.logsumexp(log_kernel, -1), free)
+    else:
+        t_star = torch.full((batch,), decode_time, device=x1.device)
+        log_r = torch.log_softmax(path.denoise(denoiser, z, t_star).double(), -1)
+        ids = (path.digits.to_digits(x1) if path.digits else x1)[..., None]
+        dequant = _sum_free((log_kernel.gather(-1, ids) - log_r.gather(-1, ids))[..., 0], free)
     log_q, diagnostics = flow_log_density(
         denoiser, path, z, s_star, steps, divergence, probes, generator, free
     )

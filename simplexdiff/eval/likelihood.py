@@ -55,6 +55,7 @@ def likelihood(
     probes: int = 1,
     tokenizer: Tokenizer | None = None,
     prompt: Prompt = None,
+    decoder: str = "kernel",
 ) -> dict[str, Any]:
     """Per-token likelihood bound of ``tokens`` (LongTensor ``[N, L]``); with ``prompt``, of
     ``-log p(tokens | prompt)``: each row is scored as the continuation of its prompt (the prompt
@@ -66,8 +67,8 @@ def likelihood(
     reproducible. Returns ``{"nats_per_token", "bpc", "bound", "stderr", "bpc_stderr", "num_t",
     "num_sequences", "num_tokens", "settings", "nats"}`` (``bpc = nats_per_token / ln 2``, bits per
     token: per char for the character tokenizers; ``nats``: each row's total bound, a list).
-    ``decode_time``, ``ode_steps``, ``divergence`` and ``probes`` set the continuous paths' bound
-    and are ignored by the others.
+    ``decode_time``, ``ode_steps``, ``divergence``, ``probes`` and ``decoder`` set the continuous
+    paths' bound (``simplexdiff.eval.flow_bound``) and are ignored by the others.
 
     Bits per byte, ``"bpb"`` (``None`` without a tokenizer): the total bound of ``tokens`` over
     the UTF-8 bytes of their text, ``tokenizer.count_bytes(tokens)`` (``tokenizer`` defaults to
@@ -103,7 +104,7 @@ def likelihood(
             if path.bound == FLOW_BOUND:
                 estimates, settings = _flow_estimates(
                     denoiser, path, rows, prompt_len, batch_size, generator, decode_time,
-                    ode_steps, divergence, probes,
+                    ode_steps, divergence, probes, decoder,
                 )  # fmt: skip
             else:
                 estimates, settings = _time_integral_estimates(
@@ -222,6 +223,7 @@ def _flow_estimates(
     ode_steps: int,
     divergence: str,
     probes: int,
+    decoder: str,
 ) -> tuple[list[Tensor], dict[str, Any]]:
     """Per-sequence dequantized flow bound of a continuous path, per free token."""
     estimates, violations = [], 0.0
@@ -236,11 +238,13 @@ def _flow_estimates(
             probes,
             generator,
             _prefix(x, prompt_len),
+            decoder,
         )
         estimates.append(nats / (x.shape[1] - prompt_len))
         violations += diagnostics["prior_support_violations"] * x.shape[0]
     return estimates, {
         "decode_time": decode_time,
+        "decoder": decoder,
         "ode_steps": ode_steps,
         "probes": probes,
         "divergence": diagnostics["divergence"],

@@ -277,6 +277,8 @@ class ContinuousPath(Path):
 
 
 FLOW_BOUND = "dequantized_flow_bound"
+FLOW_BOUND_DECODERS = ("kernel", "model")
+"""How the flow bound's discrete model reads a token off ``z_{t*}`` (``simplexdiff.eval.flow_bound``)."""
 FACE_WIDTH = 1e-2
 
 
