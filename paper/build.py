@@ -41,6 +41,7 @@ FILES = {  # key -> file under the results folder
     "instruct": "instruct.json",
     "time_profile": "time_profile.json",
     "reversal": "reversal.json",
+    "flow_decoders": "flow_decoders.json",
 }
 QUALITY = ("unigram_entropy", "word_validity")  # sample metrics shown beside ref-AR bits/char
 
@@ -142,6 +143,9 @@ def protocols(d: dict[str, dict | None]) -> str:
         s = w["settings"]
         ev = f"{s['samples']} samples of {s['length']} chars; steps {num(s['steps'])}"
         rows.append(["sampler sweep", w["machine"], "side-by-side checkpoints", ev])
+    if f := d["flow_decoders"]:
+        ev = f"first {f['sequences']} test chunks; ODE steps {f['ode_steps']}"
+        rows.append(["flow decoders", f["machine"], "side-by-side checkpoints", ev])
     if h := d["throughput"]:
         c = h["config"]
         threads = h["machine"]["threads"]
@@ -474,6 +478,17 @@ def conditional(d: dict[str, dict | None]) -> str:
     return "\n\n".join(parts)
 
 
+def flow_decoders(d: dict[str, dict | None]) -> str:
+    """The flow bound with each decoder and decode time: the benchmark's own table."""
+    rep = d["flow_decoders"]
+    if rep is None:
+        return missing("flow_decoders", "`benchmarks/flow_decoders.py`")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from flow_decoders import markdown
+
+    return markdown(rep).strip()
+
+
 def time_profile(d: dict[str, dict | None], out: Path) -> str:
     """Per-time bound integrand and x1 cross-entropy of trained checkpoints."""
     rep = d["time_profile"]
@@ -557,6 +572,7 @@ def build(out: Path, results: Path) -> None:
         "shakespeare": per_byte(d, out),
         "vocab_scaling": vocab_scaling(d, out),
         "conditional": conditional(d),
+        "flow_decoders": flow_decoders(d),
         "provenance": provenance(results),
     }
     text = fill(TEMPLATE.read_text(encoding="utf-8"), parts)
