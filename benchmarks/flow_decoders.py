@@ -24,6 +24,7 @@ from concurrent.futures import as_completed
 from pathlib import Path
 
 import torch
+from side_by_side import test_chunks
 from workers import pinned_pool, source_commit
 
 import simplexdiff as sd
@@ -34,9 +35,7 @@ from simplexdiff.paths.continuous import FLOW_BOUND, FLOW_BOUND_DECODERS
 def cell(run: dict, decoder: str, decode_time: float, args) -> dict:
     """One checkpoint's bound with one decoder at one decode time."""
     lm = sd.DiffusionLM.load(run["checkpoint"])
-    data = run.get("data") or {"corpus": "text8", "seq_len": 256}
-    dm = sd.data.TextDataModule(corpus=data["corpus"], seq_len=data["seq_len"])
-    tokens = dm.split("test")[: args.sequences]
+    _, tokens = test_chunks(run, args.sequences)
     start = time.perf_counter()
     stats = sd.eval.likelihood(
         lm, tokens, batch_size=32, generator=torch.Generator().manual_seed(args.seed),
@@ -94,7 +93,9 @@ def markdown(report: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="benchmarks/results/text8_side_by_side_15min.json")
-    p.add_argument("--decoders", nargs="+", default=list(FLOW_BOUND_DECODERS))
+    p.add_argument(
+        "--decoders", nargs="+", choices=FLOW_BOUND_DECODERS, default=list(FLOW_BOUND_DECODERS)
+    )
     p.add_argument("--decode-times", nargs="+", type=float, default=[0.3, 0.5])
     p.add_argument("--sequences", type=int, default=32)
     p.add_argument("--ode-steps", type=int, default=32)
@@ -102,9 +103,6 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="concurrent pinned one-thread workers")
     p.add_argument("--out", default="benchmarks/results/flow_decoders.json")
     args = p.parse_args()
-    for d in args.decoders:
-        if d not in FLOW_BOUND_DECODERS:
-            p.error(f"unknown decoder {d!r}; known: {', '.join(FLOW_BOUND_DECODERS)}")
     torch.set_num_threads(1)  # as in every worker: machine() names it
     runs = json.loads(Path(args.runs).read_text())["rows"]
     runs = [r for r in runs if r.get("bound") == FLOW_BOUND]

@@ -93,14 +93,19 @@ def run_all(fn, items: list, args, *extra) -> Iterator[dict[int, dict]]:
             yield done
 
 
+def test_chunks(row: dict, n: int) -> tuple[dict, torch.Tensor]:
+    """A row's data settings and the first ``n`` chunks of its corpus's test split."""
+    data = row.get("data") or {"corpus": "text8", "seq_len": 256}
+    dm = sd.data.TextDataModule(corpus=data["corpus"], seq_len=data["seq_len"])
+    return data, dm.split("test")[:n]
+
+
 def evaluate(row: dict, args, reference_checkpoint: str | None) -> dict:
     """The test-split bound (every family's strongest valid one) and sample metrics at
     ``--sample-steps`` with the path's default sampler, under the AR reference checkpoint."""
     lm = sd.DiffusionLM.load(row["checkpoint"])
     reference = sd.DiffusionLM.load(reference_checkpoint) if reference_checkpoint else None
-    data = row.get("data") or {"corpus": "text8", "seq_len": 256}
-    dm = sd.data.TextDataModule(corpus=data["corpus"], seq_len=data["seq_len"])
-    tokens = dm.split("test")[: args.eval_sequences]
+    data, tokens = test_chunks(row, args.eval_sequences)
     gen = torch.Generator().manual_seed(row["seed"])
     start = time.perf_counter()
     reused = row.get("bound") == lm.path.bound and row.get("test_bpc") is not None

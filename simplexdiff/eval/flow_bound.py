@@ -121,7 +121,7 @@ def flow_bound(
     else:
         t_star = torch.full((batch,), decode_time, device=x1.device)
         log_r = torch.log_softmax(path.denoise(denoiser, z, t_star).double(), -1)
-        ids = (path.digits.to_digits(x1) if path.digits else x1)[..., None]
+        ids = path.state_ids(x1)[..., None]
         dequant = _sum_free((log_kernel.gather(-1, ids) - log_r.gather(-1, ids))[..., 0], free)
     log_q, diagnostics = flow_log_density(
         denoiser, path, z, s_star, steps, divergence, probes, generator, free

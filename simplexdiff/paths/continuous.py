@@ -124,9 +124,14 @@ class ContinuousPath(Path):
         """A per-token mask ``[B, L]`` as a per-state-position one (``[B, L m]`` when split)."""
         return where.repeat_interleave(self.digits.m, -1) if self.digits else where
 
+    def state_ids(self, ids: Tensor) -> Tensor:
+        """What each state position holds for tokens ``ids [B, L]``: the ids, or their digits
+        ``[B, L m]`` when split (the targets of the denoiser's per-position logits)."""
+        return self.digits.to_digits(ids) if self.digits else ids
+
     def _one_hot(self, ids: Tensor) -> Tensor:
         """One-hot vertices of ``ids`` ``[B, L]``: ``[B, L, V]``, or of their digits, ``[B, L m, b]``."""
-        return one_hot(self.digits.to_digits(ids) if self.digits else ids, self.dim)
+        return one_hot(self.state_ids(ids), self.dim)
 
     def tokens(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         """Token ids ``[B, L]`` from per-position log-probabilities ``[B, L', dim]`` and where the
@@ -218,7 +223,7 @@ class ContinuousPath(Path):
         xt, ut = self.interpolate(x0, self.vertex(x1), s)
         xt = self.conditioned(xt, x1, cond)
         logits = self.denoise(denoiser, self.denoiser_view(xt, cond), t)
-        targets = self.digits.to_digits(x1) if self.digits else x1
+        targets = self.state_ids(x1)
         at = None if cond is None else Condition(self.per_position(cond.fixed))
         rows = free_mean(cross_entropy(logits, targets), at)  # per digit, split
         ce = batch_mean(rows, at)
