@@ -167,3 +167,23 @@ def test_sample_with_guidance(conditional_run, capsys):
     assert len(texts) == 2 and all(t.startswith("copy ab:") for t in texts)
     assert main(["sample", str(ckpt), "--num", "2", "--cfg", "2"]) == 2  # nothing to guide on
     assert "cfg guides on a prompt" in capsys.readouterr().err
+
+
+def test_response_likelihood_pools_rows_of_different_prompt_lengths():
+    """Rows laid out as in training (prompt, response, EOS to the end): each row's bound is that of
+    its positions after its own prompt, and the pooled figure is per response token."""
+    trans = torch.softmax(torch.randn(V + 1, V, generator=torch.Generator().manual_seed(1)), -1)
+    lm = FakeLM(lambda inputs, t: trans[inputs].log(), sd.paths.build("ar", vocab_size=V))
+    rows = torch.randint(0, V, (5, L), generator=torch.Generator().manual_seed(2))
+    prompt_len = torch.tensor([2, 3, 2, 1, 3])
+    res = sd.eval.response_likelihood(lm, rows, prompt_len)
+    want = [
+        -sum(math.log(trans[rows[i, j - 1], rows[i, j]]) for j in range(p, L))
+        for i, p in enumerate(prompt_len.tolist())
+    ]
+    assert res["nats"] == pytest.approx(want, rel=1e-5)
+    assert res["num_tokens"] == int((L - prompt_len).sum()) == 29
+    assert res["nats_per_token"] == pytest.approx(sum(want) / 29, rel=1e-5)
+    assert res["bound"] == "exact_nll" and res["num_sequences"] == 5
+    with pytest.raises(sd.errors.ConfigError, match="leaves no response"):
+        sd.eval.response_likelihood(lm, rows, torch.tensor([2, 3, 2, 1, L]))

@@ -1,9 +1,14 @@
 """Evaluation floor: likelihood bounds of trained models (``likelihood``), torchmetrics classes
 for per-token likelihoods (``BitsPerToken``, ``Perplexity``) and sample-quality metrics on decoded
 text (``sample_metrics`` and its parts), conditional evaluation (``complete``, ``exact_match``,
-``score_choices``)."""
+``score_choices``, ``response_likelihood``)."""
 
-from simplexdiff.eval.conditional import complete, exact_match, score_choices
+from simplexdiff.eval.conditional import (
+    complete,
+    exact_match,
+    response_likelihood,
+    score_choices,
+)
 from simplexdiff.eval.likelihood import likelihood
 from simplexdiff.eval.metrics import BitsPerToken, Perplexity
 from simplexdiff.eval.samples import (
@@ -31,6 +36,7 @@ __all__ = [
     "ngram_counts",
     "ngram_kl",
     "reference_bpc",
+    "response_likelihood",
     "sample_metrics",
     "sample_words",
     "score_choices",

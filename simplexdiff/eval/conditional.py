@@ -12,13 +12,14 @@ conditional likelihood bound the same way).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.eval.likelihood import likelihood
+from simplexdiff.eval.likelihood import _ratio, likelihood
 
 
 def _eos(lm: Any) -> int:
@@ -111,4 +112,46 @@ def score_choices(
         "nats": nats,
         "choice": min(range(len(nats)), key=nats.__getitem__),
         "bound": stats["bound"],
+    }
+
+
+def response_likelihood(
+    lm: Any, rows: Tensor, prompt_len: Tensor, **options: Any
+) -> dict[str, Any]:
+    """The bound on ``-log p(response | prompt)`` per response token of conditional rows laid
+    out as in training (``TextDataModule.compact_split`` and ``prompt_lengths`` of a conditional
+    corpus: prompt ids, response ids, ``EOS`` to the row's end): ``likelihood`` of each row's
+    positions after its prompt, rows grouped by prompt length, the per-row totals pooled (a
+    ratio of sums, with its delta-method standard error). ``options`` go to ``likelihood``.
+    Returns ``likelihood``'s keys but the per-byte ones; ``settings`` are the first group's,
+    with ``prior_support_violations`` (continuous paths) the share over all rows."""
+    rows, prompt_len = rows.long(), prompt_len.long().to(rows.device)
+    totals = torch.zeros(len(rows), dtype=torch.float64)
+    groups = []
+    for p in sorted(set(prompt_len.tolist())):
+        if p >= rows.shape[1]:
+            raise ConfigError(
+                f"a prompt of {p} tokens leaves no response in rows of {rows.shape[1]}"
+            )
+        index = (prompt_len == p).nonzero().squeeze(1)
+        res = likelihood(lm, rows[index, p:], prompt=rows[index, :p] if p else None, **options)
+        totals[index.cpu()] = torch.tensor(res["nats"], dtype=torch.float64)
+        groups.append((len(index), res))
+    counts = (rows.shape[1] - prompt_len).double().cpu()
+    nats, stderr = _ratio(totals, counts)
+    settings = dict(groups[0][1]["settings"])
+    if "prior_support_violations" in settings:
+        share = sum(n * r["settings"]["prior_support_violations"] for n, r in groups) / len(rows)
+        settings["prior_support_violations"] = share
+    return {
+        "nats_per_token": nats,
+        "bpc": nats / math.log(2),
+        "bound": groups[0][1]["bound"],
+        "stderr": stderr,
+        "bpc_stderr": stderr / math.log(2),
+        "num_t": groups[0][1]["num_t"],
+        "num_sequences": len(rows),
+        "num_tokens": int(counts.sum()),
+        "settings": settings,
+        "nats": totals.tolist(),
     }
