@@ -23,8 +23,8 @@ Equal compute: each family trains for the same wall-clock ``--budget-s`` on its 
 every family, autoregressive one step per generated position, the others ``--steps`` steps of their
 default sampler.
 
-Run: ``python benchmarks/reversal.py --budget-s 360 --jobs 2`` (writes
-``benchmarks/results/reversal.{json,md}``).
+Run: ``python benchmarks/reversal.py --jobs 2`` (50 test and 50 control pairs, 600 s per
+family; writes ``benchmarks/results/reversal.{json,md}``).
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    p.add_argument("--pairs", type=int, default=200)
-    p.add_argument("--budget-s", type=float, default=360)
+    p.add_argument("--pairs", type=int, default=50)
+    p.add_argument("--budget-s", type=float, default=600)
     p.add_argument("--steps", type=int, default=64, help="sampling steps (not AR)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
