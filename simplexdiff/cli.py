@@ -226,7 +226,7 @@ def train(cfg: DictConfig) -> dict:
         held_out = dm.examples("validation")[:EXACT_MATCH_EXAMPLES]
         answers = exact_match(
             lm, held_out, length=cfg.data.seq_len, steps=sc.steps, sampler=sampler,
-            cfg=sc.cfg, generator=gen,
+            cfg=sc.cfg, temperature=sc.temperature, generator=gen,
         )  # fmt: skip
         answers["examples"] = [
             {"prompt": p, "response": r, "answer": a}
@@ -234,7 +234,9 @@ def train(cfg: DictConfig) -> dict:
         ][: sc.num]
         samples = [f"{e['prompt']!r} -> {e['answer']!r}" for e in answers["examples"]]
     else:
-        ids = lm.generate(sc.num, sample_length, sc.steps, sampler, generator=gen)
+        ids = lm.generate(
+            sc.num, sample_length, sc.steps, sampler, temperature=sc.temperature, generator=gen
+        )
         samples = dm.tokenizer.decode(ids)
     uniform_bits = math.log2(dm.tokenizer.vocab_size)
     bound = lm.path.bound
@@ -270,12 +272,15 @@ def train(cfg: DictConfig) -> dict:
     if key != "val/x1_ce_bits" and "val/x1_ce_bits" in val:
         x1_key, x1_label = VALIDATION_REPORT[None]
         print(f"{x1_label}: {val[x1_key]:.3f} {unit}")
+    shaping = (f", cfg {sc.cfg}" if sc.cfg else "") + (
+        f", temperature {sc.temperature:g}" if sc.temperature != 1 else ""
+    )
     if answers is not None:
         print(
             f"exact match on {answers['num']} held-out prompts: {answers['accuracy']:.3f} "
-            f"({sampler}, {sc.steps} steps{f', cfg {sc.cfg}' if sc.cfg else ''})"
+            f"({sampler}, {sc.steps} steps{shaping})"
         )
-    print(f"samples ({sampler}, {sc.steps} steps):")
+    print(f"samples ({sampler}, {sc.steps} steps{shaping}):")
     for s in samples:
         print(f"  {s!r}")
     return results

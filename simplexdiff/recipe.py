@@ -62,6 +62,7 @@ class SampleConfig:
     steps: int = 128
     sampler: str | None = None  # None: the path's default_sampler
     cfg: float = 0.0  # classifier-free guidance scale for prompted samples (conditional data)
+    temperature: float = 1.0  # 0: greedy (the instruction recipes' exact match)
 
 
 @dataclass
@@ -152,6 +153,7 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sample.length", _positive, "a positive integer"),
     ("sample.steps", _positive, "a positive integer"),
     ("sample.cfg", lambda v: _finite(v) and v >= 0, "a non-negative finite number"),
+    ("sample.temperature", lambda v: _finite(v) and v >= 0, "0 (greedy) or a positive number"),
     ("prompt_dropout", lambda v: 0 <= v < 1, "a number in [0, 1)"),
 ]
 

@@ -80,6 +80,7 @@ CASES = {
     "negative seed": (masked("seed=-1"), "'seed': -1"),
     "zero samples": (masked("sample.num=0"), "'sample.num': 0"),
     "zero sample steps": (masked("sample.steps=0"), "'sample.steps': 0"),
+    "negative temperature": (masked("sample.temperature=-1"), "'sample.temperature': -1"),
     "vocab_size by hand": (masked("model.vocab_size=30"), "'model.vocab_size' is not set by hand"),
     "path vocab_size": (masked("path.vocab_size=30"), "'path.vocab_size' is not set by hand"),
     # names and options (registries, as the model is built)

@@ -127,6 +127,19 @@ def test_training_on_prompt_response_rows_reports_exact_match(conditional_run):
     assert all(e["prompt"].startswith("copy ") for e in em["examples"])
     lm = sd.DiffusionLM.load(ckpt)
     assert lm.hparams.prompt_dropout == 0.5
+    # the recipe answers greedily (sample.temperature: 0): what complete gives at temperature 0
+    # from the run's seed; drawing at temperature 1 answers otherwise
+    assert results["recipe"]["sample"]["temperature"] == 0
+    prompts = [p for p, _ in sd.data.TextDataModule(**lm.data_config).examples("validation")]
+    options = {"length": 16, "steps": 16, "cfg": 1.5}
+    greedy, drawn = (
+        sd.eval.complete(
+            lm, prompts, temperature=t, generator=torch.Generator().manual_seed(0), **options
+        )
+        for t in (0.0, 1.0)
+    )
+    assert [e["answer"] for e in em["examples"]] == greedy[:2]
+    assert drawn != greedy
 
 
 def test_eval_choices_reports_accuracy(conditional_run, capsys, tmp_path):
