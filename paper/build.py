@@ -475,7 +475,31 @@ def conditional(d: dict[str, dict | None]) -> str:
             continue
         module = __import__(script)
         parts.append(module.markdown(rep).split("\n", 2)[2].strip())  # without its title
+    if d["instruct"] is not None and d["reversal"] is not None:
+        parts.append(conditional_summary(d["instruct"], d["reversal"]))
     return "\n\n".join(parts)
+
+
+def conditional_summary(instruct: dict, reversal: dict) -> str:
+    """One paragraph read off the two tables: who passes the instruction set, and the reversal
+    claim (the best diffusion family's reverse-by-infilling accuracy against autoregression's)."""
+    at_90 = [r["family"] for r in instruct["runs"] if r["exact_match"] >= 0.9]
+    acc = {
+        r["family"]: {k: q["accuracy"] for k, q in r["queries"].items()} for r in reversal["runs"]
+    }
+    ar = acc.get("ar")
+    best = max((f for f in acc if f != "ar"), key=lambda f: acc[f]["reverse_infill"], default=None)
+    text = f"Families at or above 90% exact match on the instruction set: {', '.join(at_90) or 'none'}."
+    if ar is not None and best is not None:
+        b = acc[best]
+        text += (
+            f" Reversal: {best} recovers a fact seen only forward by infilling "
+            f"{b['reverse_infill']:.0%} of the time (autoregressive: {ar['reverse_infill']:.0%}), "
+            f"with forward accuracy {b['forward']:.0%} (autoregressive: {ar['forward']:.0%}); asked "
+            f"by a reversed prompt, a sentence form seen only for other pairs, {best} answers "
+            f"{b['reverse_prompt']:.0%} (autoregressive: {ar['reverse_prompt']:.0%})."
+        )
+    return text
 
 
 def flow_decoders(d: dict[str, dict | None]) -> str:
