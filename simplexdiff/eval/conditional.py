@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from simplexdiff.errors import ConfigError
-from simplexdiff.eval.likelihood import _ratio, likelihood
+from simplexdiff.eval.likelihood import likelihood, ratio_of_sums
 
 
 def _eos(lm: Any) -> int:
@@ -138,7 +138,7 @@ def response_likelihood(
         totals[index.cpu()] = torch.tensor(res["nats"], dtype=torch.float64)
         groups.append((len(index), res))
     counts = (rows.shape[1] - prompt_len).double().cpu()
-    nats, stderr = _ratio(totals, counts)
+    nats, stderr = ratio_of_sums(totals, counts)
     settings = dict(groups[0][1]["settings"])
     if "prior_support_violations" in settings:
         share = sum(n * r["settings"]["prior_support_violations"] for n, r in groups) / len(rows)

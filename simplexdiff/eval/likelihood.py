@@ -118,7 +118,7 @@ def likelihood(
     if path.bound == FLOW_BOUND:
         settings["prior_support_violations"] = violations / len(tokens)
     totals = est * tokens.shape[1]  # each row's bound in nats
-    nats, stderr = _ratio(totals, torch.full_like(totals, tokens.shape[1]))
+    nats, stderr = ratio_of_sums(totals, torch.full_like(totals, tokens.shape[1]))
     tokenizer = tokenizer or getattr(model, "tokenizer", None)
     num_bytes = tokenizer.count_bytes(tokens) if tokenizer is not None else None
     return {
@@ -161,7 +161,7 @@ def _prompt_groups(tokens: Tensor, prompt: Prompt, path: Path) -> list[tuple[Ten
     return groups
 
 
-def _ratio(totals: Tensor, counts: Tensor) -> tuple[float, float]:
+def ratio_of_sums(totals: Tensor, counts: Tensor) -> tuple[float, float]:
     """``sum(totals) / sum(counts)`` over rows and its delta-method standard error (a ratio of
     means), ``sqrt(var(totals - r counts) / N) / mean(counts)`` (``nan`` for one row)."""
     counts = counts.double().to(totals.device)
@@ -178,7 +178,7 @@ def _per_byte(nats: Tensor, num_bytes: Tensor | None) -> dict[str, Any]:
     total = int(num_bytes.sum())
     if total == 0:
         return {"bpb": None, "bpb_stderr": None, "num_bytes": 0}
-    ratio, stderr = _ratio(nats, num_bytes)
+    ratio, stderr = ratio_of_sums(nats, num_bytes)
     return {"bpb": ratio / math.log(2), "bpb_stderr": stderr / math.log(2), "num_bytes": total}
 
 
