@@ -293,15 +293,24 @@ def provenance(proto: Protocol) -> dict:
     }
 
 
+def recorded(proto: Protocol, out: Path) -> dict:
+    """The report ``out`` holds of this protocol (an empty one if there is no ``out``); a
+    ``ConfigError`` if it holds another protocol's results, which are never overwritten."""
+    spec = OmegaConf.to_container(OmegaConf.structured(proto))
+    if not out.exists():
+        return {"protocol": spec, "runs": {}}
+    report = json.loads(out.read_text())
+    if report.get("protocol") != spec:
+        raise ConfigError(
+            f"{out} holds results of another protocol: pass another --out, or remove it to "
+            "replace them"
+        )
+    return report
+
+
 def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
     """Every task of the protocol not yet in ``out``; returns the report."""
-    spec = OmegaConf.to_container(OmegaConf.structured(proto))
-    report = {"protocol": spec, "runs": {}}
-    if out.exists():
-        report = json.loads(out.read_text())
-        if report["protocol"] != spec:
-            raise ConfigError(f"{out} holds results of another protocol; pass another --out")
-    report |= provenance(proto)
+    report = recorded(proto, out) | provenance(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     # strict JSON: an unavailable (infinite) bound is null
     save = lambda: out.write_text(json.dumps(finite_or_null(report), indent=1))  # noqa: E731
@@ -349,10 +358,11 @@ def main(argv: list[str] | None = None) -> None:
         proto = load_protocol(args.protocol, args.overrides)
         if proto.device == "gpu" and not torch.cuda.is_available():
             raise ConfigError("the protocol's device is gpu but torch sees no CUDA device")
+        out = Path(args.out or f"benchmarks/results/{proto.name}.json")
+        recorded(proto, out)
     except sd.SimplexdiffError as e:  # one line, exit 2, before any work
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    out = Path(args.out or f"benchmarks/results/{proto.name}.json")
     report = run_protocol(proto, out, args.runs or f"runs/ablate/{proto.name}")
     print(write_tables(report, out))
 

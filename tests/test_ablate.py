@@ -114,6 +114,15 @@ def test_the_gpu_protocol_loads_and_bad_protocols_fail_in_one_line(tmp_path, cap
     assert proc.returncode == 2, (bad, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "x.json").exists()
+    # results of another protocol in --out: one line, and the file is left as it was
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"protocol": {"name": "else"}, "runs": {"ar-s0": {}}}))
+    before = other.read_text()
+    with pytest.raises(SystemExit) as stopped:
+        ablate.main([str(TINY), "--out", str(other)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "holds results of another protocol" in err and other.read_text() == before
 
 
 def _tiny_fit(
