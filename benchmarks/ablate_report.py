@@ -6,12 +6,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+Line = list[tuple[float, float, float, int]]
+"""A learning curve: ``(point seconds, bound, its standard error, step)`` per scored point."""
+
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def curves(report: dict) -> dict[str, list[tuple[float, float, float, int]]]:
+def curves(report: dict) -> dict[str, Line]:
     """Per row: ``(point seconds, mean bpc over seeds, stderr of that mean, mean step)`` for every
     point scored in every seed. With one seed the stderr is the estimator's; with several it is
     the spread over seeds (each seed's own estimator error is in the JSON). A bound recorded as
@@ -40,6 +43,57 @@ def curves(report: dict) -> dict[str, list[tuple[float, float, float, int]]]:
             line.append((point["point_seconds"], _mean(bpcs), err, step))
         out[row] = line
     return out
+
+
+def ranks(lines: dict[str, Line]) -> dict[float, list[str]]:
+    """Per curve point: the rows scored there with a finite bound, lowest (best) first. Across
+    bound types this orders upper bounds on each model's NLL, not the NLLs themselves."""
+    at: dict[float, list[tuple[float, str]]] = {}
+    for row, line in lines.items():
+        for point, value, _, _ in line:
+            if math.isfinite(value):
+                at.setdefault(point, []).append((value, row))
+    return {p: [row for _, row in sorted(pairs)] for p, pairs in sorted(at.items())}
+
+
+def crossings(lines: dict[str, Line]) -> list[tuple[str, str, float, float, bool]]:
+    """``(row, overtaken, from point, to point, clear)`` for each pair of rows whose order changes
+    between two consecutive points both are scored at: ``row`` was behind at ``from`` and is
+    ahead at ``to``; ``clear`` when the gap at ``to`` exceeds twice its standard error
+    (``sqrt(e1^2 + e2^2)``), else the new order is within the noise."""
+    values = {
+        row: {p: (v, e) for p, v, e, _ in line if math.isfinite(v)} for row, line in lines.items()
+    }
+    out = []
+    rows = list(values)
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            shared = sorted(set(values[a]) & set(values[b]))
+            for p, q in zip(shared, shared[1:], strict=False):
+                (a0, _), (b0, _) = values[a][p], values[b][p]
+                (a1, ea), (b1, eb) = values[a][q], values[b][q]
+                if (a0 - b0) * (a1 - b1) < 0:
+                    ahead, behind = (a, b) if a1 < b1 else (b, a)
+                    clear = abs(a1 - b1) > 2 * math.hypot(ea, eb)
+                    out.append((ahead, behind, p, q, clear))
+    return sorted(out, key=lambda c: (c[2], c[0], c[1]))
+
+
+def reading(lines: dict[str, Line]) -> list[str]:
+    """The ranking at every point and where curves cross, as Markdown lines."""
+    order = ranks(lines)
+    if not order:
+        return []
+    text = ["Ranking by bound at each point (best first):", ""]
+    text += [f"- {p:g} s: " + " < ".join(rows) for p, rows in order.items()]
+    found = crossings(lines)
+    if not found:
+        return text + ["", "No two curves cross between consecutive points."]
+    said = [
+        f"{a} passes {b} between {p:g} s and {q:g} s" + ("" if clear else " (within 2 s.e.)")
+        for a, b, p, q, clear in found
+    ]
+    return text + ["", "Crossings: " + "; ".join(said) + "."]
 
 
 def markdown(report: dict) -> str:
@@ -71,6 +125,7 @@ def markdown(report: dict) -> str:
             + " | ".join(cells.get(p, "-") for p in proto["points"])
             + " |"
         )
+    lines += ["", *reading(curves(report))]
     lines += per_byte(report)
     lines += [
         "",
@@ -127,7 +182,7 @@ def per_byte(report: dict) -> list[str]:
     return lines
 
 
-def draw_curves(ax, lines: dict[str, list[tuple[float, float, float, int]]]) -> None:
+def draw_curves(ax, lines: dict[str, Line]) -> None:
     """The learning curves of ``curves(report)`` on ``ax``: bound ± 1 s.e. against seconds."""
     for row, line in lines.items():
         if line:

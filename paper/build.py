@@ -308,7 +308,7 @@ def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
     if rep is None:
         return missing(key, f"the protocol `benchmarks/protocols/{name}.yaml`")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from ablate_report import curves, draw_curves
+    from ablate_report import curves, draw_curves, reading
 
     pr, ev, fr = rep["protocol"], rep["protocol"]["eval"], rep["protocol"]["frontier"]
     intro = (
@@ -355,6 +355,7 @@ def ablation(key: str, d: dict[str, dict | None], out: Path) -> str:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         draw_curves(ax, lines)
         parts.append(save(fig, out, f"fig_{name}_curves.png", f"Learning curves, {name}"))
+        parts.append("\n".join(reading(lines)))
     parts += [
         f"Speed-quality frontier: {fr['samples']} samples per cell from each final checkpoint at "
         f"steps {num(fr['steps'])} with every sampler of the family, measured under the "

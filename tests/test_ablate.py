@@ -169,3 +169,29 @@ def test_wall_clock_budget_rejects_bad_settings(tmp_path):
     ]:
         with pytest.raises(sd.ConfigError):
             WallClockBudget(**kwargs)
+
+
+def test_report_reads_the_ranking_at_every_point_and_where_curves_cross():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "benchmarks"))
+        from ablate_report import crossings, ranks, reading
+
+    lines = {
+        "a": [(1.0, 3.0, 0.01, 10), (2.0, 2.0, 0.01, 20)],  # passes b clearly
+        "b": [(1.0, 2.5, 0.01, 10), (2.0, 2.4, 0.01, 20)],
+        "c": [(1.0, 4.0, 0.5, 10), (2.0, math.inf, math.nan, 20)],  # unavailable at 2 s
+        "d": [(1.0, 2.45, 0.2, 10), (2.0, 2.5, 0.2, 20)],  # falls behind b within the noise
+    }
+    assert ranks(lines) == {1.0: ["d", "b", "a", "c"], 2.0: ["a", "b", "d"]}
+    assert crossings(lines) == [
+        ("a", "b", 1.0, 2.0, True),
+        ("a", "d", 1.0, 2.0, True),
+        ("b", "d", 1.0, 2.0, False),
+    ]
+    text = "\n".join(reading(lines))
+    assert "- 1 s: d < b < a < c" in text and "- 2 s: a < b < d" in text
+    assert (
+        "a passes b between 1 s and 2 s;" in text
+        and "b passes d between 1 s and 2 s (within" in text
+    )
+    assert "No two curves cross" in "\n".join(reading({"a": lines["a"]}))
