@@ -1,6 +1,7 @@
 """The ablation harness (``benchmarks/ablate.py``) and its wall-clock budget callback: a tiny
-protocol killed mid-run and rerun finishes without retraining finished rows; the GPU protocol file
-loads; bad protocols are one-line errors."""
+protocol killed mid-run and rerun finishes without retraining finished rows; the GPU script runs
+end to end on a CPU at a tiny size; the GPU protocol file loads; bad protocols are one-line
+errors; the report reads its curves."""
 
 import json
 import math
@@ -79,6 +80,48 @@ def test_tiny_protocol_killed_and_rerun_finishes_without_retraining(tmp_path):
     assert out.with_suffix(".md").read_text().count("| masked | nelbo |") == 1
     assert out.with_suffix(".png").stat().st_size > 0
     assert report["commit"] and report["machine"] and report["torch"] == torch.__version__
+
+
+TINY_ON_CPU = [  # the GPU protocol's rows, shrunk to the tiny protocol's seconds, on the CPU
+    "device=cpu",
+    "jobs=2",
+    "budget_seconds=3",
+    "points=[1.5,3]",
+    "overrides=[trainer.precision=bf16-mixed,data.seq_len=32,data.batch_size=8,model.d_model=32,"
+    "model.n_layers=1,model.n_heads=2,optim.warmup_steps=5]",
+    "eval={split: test, sequences: 8, num_t: 2, ode_steps: 4, batch_size: 8}",
+    "frontier={steps: [4], samples: 4, batch_size: 4}",
+]
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_end_to_end_on_cpu_at_a_tiny_size(tmp_path):
+    """``benchmarks/gpu.sh`` as the device call runs it (``python3`` on the PATH, no git), with
+    the GPU protocol's overrides shrunk to seconds: every row trained, scored and sampled."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RUNS_DIR": str(tmp_path / "runs"),
+        "WHEELS_DIR": str(tmp_path / "no-wheels"),
+        "SIMPLEXDIFF_COMMIT": "abc123",
+    }
+    script = ROOT / "benchmarks" / "gpu.sh"
+    proc = subprocess.run(["bash", str(script), str(out), *TINY_ON_CPU], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "gpu_text8.json").read_text())
+    rows = report["protocol"]["rows"]
+    assert {"ar", "masked", "uniform", "fisher_rao_ce", "linear"} <= set(rows)
+    assert set(report["runs"]) == {f"{row}-s0" for row in rows}
+    for run in report["runs"].values():
+        assert [p["point_seconds"] for p in run["points"]] == [1.5, 3.0]
+        assert all("bpc" in p for p in run["points"]) and run["frontier"]
+    assert report["commit"] == "abc123" and report["protocol"]["device"] == "cpu"
+    log = (out / "gpu_log.txt").read_text()
+    assert log.count("== trained") == len(rows) and log.count("== scored") == len(rows)
+    assert (out / "gpu_text8.md").read_text().count("| ar | exact_nll |") == 1
+    assert (out / "gpu_text8.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -189,7 +232,7 @@ def test_report_reads_the_ranking_at_every_point_and_where_curves_cross():
         ("b", "d", 1.0, 2.0, False),
     ]
     text = "\n".join(reading(lines))
-    assert "- 1 s: d < b < a < c" in text and "- 2 s: a < b < d" in text
+    assert "- 1 s: d ≈ b < a ≈ c" in text and "- 2 s: a < b ≈ d" in text
     assert (
         "a passes b between 1 s and 2 s;" in text
         and "b passes d between 1 s and 2 s (within" in text
