@@ -80,12 +80,19 @@ def crossings(lines: dict[str, Line]) -> list[tuple[str, str, float, float, bool
 
 
 def reading(lines: dict[str, Line]) -> list[str]:
-    """The ranking at every point and where curves cross, as Markdown lines."""
+    """The ranking at every point (``a ≈ b`` where neighbours are within two standard errors of
+    their difference) and where curves cross, as Markdown lines."""
     order = ranks(lines)
     if not order:
         return []
-    text = ["Ranking by bound at each point (best first):", ""]
-    text += [f"- {p:g} s: " + " < ".join(rows) for p, rows in order.items()]
+    at = {(row, p): (v, e) for row, line in lines.items() for p, v, e, _ in line}
+    text = ["Ranking by bound at each point (best first; ≈: within 2 s.e.):", ""]
+    for p, rows in order.items():
+        said = rows[0]
+        for a, b in zip(rows, rows[1:], strict=False):
+            (va, ea), (vb, eb) = at[a, p], at[b, p]
+            said += (" < " if vb - va > 2 * math.hypot(ea, eb) else " ≈ ") + b
+        text.append(f"- {p:g} s: {said}")
     found = crossings(lines)
     if not found:
         return text + ["", "No two curves cross between consecutive points."]
