@@ -86,7 +86,11 @@ def reading(lines: dict[str, Line]) -> list[str]:
     if not order:
         return []
     at = {(row, p): (v, e) for row, line in lines.items() for p, v, e, _ in line}
-    text = ["Ranking by bound at each point (best first; ≈: within 2 s.e.):", ""]
+    text = [
+        "Ranking by bound at each point (best first; ≈: within 2 s.e.; across bound types an "
+        "order of upper bounds on the models' NLLs, not of the NLLs):",
+        "",
+    ]
     for p, rows in order.items():
         said = rows[0]
         for a, b in zip(rows, rows[1:], strict=False):
