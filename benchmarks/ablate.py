@@ -308,9 +308,10 @@ def recorded(proto: Protocol, out: Path) -> dict:
     return report
 
 
-def run_protocol(proto: Protocol, out: Path, runs: str) -> dict:
-    """Every task of the protocol not yet in ``out``; returns the report."""
-    report = recorded(proto, out) | provenance(proto)
+def run_protocol(proto: Protocol, out: Path, runs: str, report: dict) -> dict:
+    """Every task of the protocol not yet in ``report`` (``recorded(proto, out)``), saved to
+    ``out`` as each finishes; returns the report."""
+    report |= provenance(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     # strict JSON: an unavailable (infinite) bound is null
     save = lambda: out.write_text(json.dumps(finite_or_null(report), indent=1))  # noqa: E731
@@ -359,11 +360,11 @@ def main(argv: list[str] | None = None) -> None:
         if proto.device == "gpu" and not torch.cuda.is_available():
             raise ConfigError("the protocol's device is gpu but torch sees no CUDA device")
         out = Path(args.out or f"benchmarks/results/{proto.name}.json")
-        recorded(proto, out)
+        report = recorded(proto, out)
     except sd.SimplexdiffError as e:  # one line, exit 2, before any work
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    report = run_protocol(proto, out, args.runs or f"runs/ablate/{proto.name}")
+    report = run_protocol(proto, out, args.runs or f"runs/ablate/{proto.name}", report)
     print(write_tables(report, out))
 
 

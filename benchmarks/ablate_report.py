@@ -45,6 +45,12 @@ def curves(report: dict) -> dict[str, Line]:
     return out
 
 
+def apart(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two ``(value, standard error)`` differ by more than twice the standard error of
+    their difference, ``sqrt(e_a^2 + e_b^2)`` (errors taken as independent)."""
+    return abs(a[0] - b[0]) > 2 * math.hypot(a[1], b[1])
+
+
 def ranks(lines: dict[str, Line]) -> dict[float, list[str]]:
     """Per curve point: the rows scored there with a finite bound, lowest (best) first. Across
     bound types this orders upper bounds on each model's NLL, not the NLLs themselves."""
@@ -59,8 +65,8 @@ def ranks(lines: dict[str, Line]) -> dict[float, list[str]]:
 def crossings(lines: dict[str, Line]) -> list[tuple[str, str, float, float, bool]]:
     """``(row, overtaken, from point, to point, clear)`` for each pair of rows whose order changes
     between two consecutive points both are scored at: ``row`` was behind at ``from`` and is
-    ahead at ``to``; ``clear`` when the gap at ``to`` exceeds twice its standard error
-    (``sqrt(e1^2 + e2^2)``), else the new order is within the noise."""
+    ahead at ``to``; ``clear`` when the two are ``apart`` at ``to``, else the new order is within
+    the noise."""
     values = {
         row: {p: (v, e) for p, v, e, _ in line if math.isfinite(v)} for row, line in lines.items()
     }
@@ -70,12 +76,11 @@ def crossings(lines: dict[str, Line]) -> list[tuple[str, str, float, float, bool
         for b in rows[i + 1 :]:
             shared = sorted(set(values[a]) & set(values[b]))
             for p, q in zip(shared, shared[1:], strict=False):
-                (a0, _), (b0, _) = values[a][p], values[b][p]
-                (a1, ea), (b1, eb) = values[a][q], values[b][q]
-                if (a0 - b0) * (a1 - b1) < 0:
-                    ahead, behind = (a, b) if a1 < b1 else (b, a)
-                    clear = abs(a1 - b1) > 2 * math.hypot(ea, eb)
-                    out.append((ahead, behind, p, q, clear))
+                before = values[a][p][0] - values[b][p][0]
+                at_a, at_b = values[a][q], values[b][q]
+                if before * (at_a[0] - at_b[0]) < 0:
+                    ahead, behind = (a, b) if at_a[0] < at_b[0] else (b, a)
+                    out.append((ahead, behind, p, q, apart(at_a, at_b)))
     return sorted(out, key=lambda c: (c[2], c[0], c[1]))
 
 
@@ -93,9 +98,8 @@ def reading(lines: dict[str, Line]) -> list[str]:
     ]
     for p, rows in order.items():
         said = rows[0]
-        for a, b in zip(rows, rows[1:], strict=False):
-            (va, ea), (vb, eb) = at[a, p], at[b, p]
-            said += (" < " if vb - va > 2 * math.hypot(ea, eb) else " ≈ ") + b
+        for a, b in zip(rows, rows[1:], strict=False):  # sorted: b's bound is not below a's
+            said += (" < " if apart(at[a, p], at[b, p]) else " ≈ ") + b
         text.append(f"- {p:g} s: {said}")
     found = crossings(lines)
     if not found:
